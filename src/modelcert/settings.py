@@ -31,37 +31,51 @@ class Settings(BaseSettings):
         "model-certification", validation_alias=_env("CERTIFICATION_QUEUE_NAME")
     )
     certification_concurrency: int = Field(
-        3, ge=1, validation_alias=_env("CERTIFICATION_CONCURRENCY"),
+        3,
+        ge=1,
+        validation_alias=_env("CERTIFICATION_CONCURRENCY"),
         description="Certifications in flight at once (per worker).",
     )
     certification_timeout_ms: int = Field(
-        300_000, ge=1, validation_alias=_env("CERTIFICATION_TIMEOUT"),
+        300_000,
+        ge=1,
+        validation_alias=_env("CERTIFICATION_TIMEOUT"),
         description="Upper bound for one whole certification, in milliseconds.",
     )
     certification_max_retries: int = Field(
-        3, ge=0, validation_alias=_env("CERTIFICATION_MAX_RETRIES"),
+        3,
+        ge=0,
+        validation_alias=_env("CERTIFICATION_MAX_RETRIES"),
         description="Retries of one provider call for temporary error categories.",
     )
     retry_base_ms: int = Field(
-        2_000, ge=0, validation_alias=_env("MODELCERT_RETRY_BASE_MS"),
+        2_000,
+        ge=0,
+        validation_alias=_env("MODELCERT_RETRY_BASE_MS"),
         description="First retry delay; doubles each retry (with jitter).",
     )
     retry_max_ms: int = Field(
-        16_000, ge=0, validation_alias=_env("MODELCERT_RETRY_MAX_MS"),
+        16_000,
+        ge=0,
+        validation_alias=_env("MODELCERT_RETRY_MAX_MS"),
         description="Cap on one retry delay (Retry-After from the provider may exceed it).",
     )
     worker_health_port: int = Field(3002, validation_alias=_env("WORKER_HEALTH_PORT"))
     start_rate_per_second: float = Field(
-        5.0, gt=0, validation_alias=_env("MODELCERT_START_RATE_PER_SECOND"),
+        5.0,
+        gt=0,
+        validation_alias=_env("MODELCERT_START_RATE_PER_SECOND"),
         description="Global certification start rate (the old queue's 5 jobs/s).",
     )
     aws_region: str = Field(
-        "us-east-1", validation_alias=_env("AWS_REGION", "AWS_DEFAULT_REGION"),
+        "us-east-1",
+        validation_alias=_env("AWS_REGION", "AWS_DEFAULT_REGION"),
         description="Default region for AWS calls that need one.",
     )
     log_level: str = Field("INFO", validation_alias=_env("MODELCERT_LOG_LEVEL", "LOG_LEVEL"))
     log_json: bool = Field(
-        False, validation_alias=_env("MODELCERT_LOG_JSON"),
+        False,
+        validation_alias=_env("MODELCERT_LOG_JSON"),
         description="JSON log lines (for machines) instead of console lines (for people).",
     )
 

@@ -74,7 +74,9 @@ class Usage:
 
 @dataclass(frozen=True)
 class Stop:
-    reason: str  # normalised: end_turn, max_tokens, stop_sequence, tool_use, content_filtered, other
+    reason: (
+        str  # normalised: end_turn, max_tokens, stop_sequence, tool_use, content_filtered, other
+    )
 
 
 ChatEvent = TextDelta | ToolCall | Usage | Stop

@@ -1,0 +1,238 @@
+"""Error taxonomy (DOMAIN §5): classify a failure from provider codes first, then HTTP
+status, then message patterns; priority order, first match wins. Pure."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from modelcert.domain import ErrorCategory, Severity
+
+
+@dataclass(frozen=True)
+class CategoryRule:
+    category: ErrorCategory
+    priority: int
+    severity: Severity
+    temporary: bool
+    codes: frozenset[str]  # provider error codes, compared case-insensitively
+    statuses: frozenset[int]
+    patterns: tuple[re.Pattern[str], ...]
+
+
+def _rule(
+    category: ErrorCategory,
+    priority: int,
+    severity: Severity,
+    temporary: bool,
+    codes: tuple[str, ...] = (),
+    statuses: tuple[int, ...] = (),
+    patterns: tuple[str, ...] = (),
+) -> CategoryRule:
+    return CategoryRule(
+        category,
+        priority,
+        severity,
+        temporary,
+        frozenset(c.lower() for c in codes),
+        frozenset(statuses),
+        tuple(re.compile(p, re.IGNORECASE) for p in patterns),
+    )
+
+
+RULES: tuple[CategoryRule, ...] = (
+    _rule(
+        ErrorCategory.UNAVAILABLE,
+        10,
+        Severity.CRITICAL,
+        False,
+        codes=(
+            "ResourceNotFoundException",
+            "model_not_found",
+            "ModelNotReadyException",
+            "NotFound",
+            "DeploymentNotFound",
+        ),
+        statuses=(404,),
+        patterns=(
+            r"model .*not found",
+            r"not supported",
+            r"invalid model id",
+            r"model identifier is invalid",
+            r"does not exist",
+            r"unknown model",
+        ),
+    ),
+    _rule(
+        ErrorCategory.PERMISSION_ERROR,
+        20,
+        Severity.CRITICAL,
+        False,
+        codes=("AccessDeniedException", "permission_denied", "PermissionDenied"),
+        statuses=(403,),
+        patterns=(r"not authori[sz]ed", r"forbidden", r"access denied"),
+    ),
+    _rule(
+        ErrorCategory.AUTHENTICATION_ERROR,
+        25,
+        Severity.CRITICAL,
+        False,
+        codes=(
+            "UnrecognizedClientException",
+            "InvalidClientTokenId",
+            "SignatureDoesNotMatch",
+            "ExpiredTokenException",
+            "ExpiredToken",
+            "NoCredentialsError",
+            "MissingCredentials",
+            "invalid_api_key",
+            "authentication_error",
+        ),
+        statuses=(401,),
+        patterns=(
+            r"invalid api key",
+            r"incorrect api key",
+            r"security token .*invalid",
+            r"unable to locate credentials",
+            r"unauthori[sz]ed",
+            r"invalid.*credentials",
+        ),
+    ),
+    _rule(
+        ErrorCategory.CONFIGURATION_ERROR,
+        30,
+        Severity.HIGH,
+        False,
+        codes=(
+            "ValidationException",
+            "invalid_request_error",
+            "BadRequest",
+            "UnknownEndpoint",
+            "InvalidRegion",
+        ),
+        statuses=(400, 422),
+        patterns=(
+            r"on-demand throughput isn.t supported",
+            r"inference profile",
+            r"invalid region",
+            r"unknown region",
+        ),
+    ),
+    _rule(
+        ErrorCategory.PROVISIONING_REQUIRED,
+        35,
+        Severity.CRITICAL,
+        False,
+        codes=("ProvisionedThroughputRequired",),
+        patterns=(r"provisioned throughput", r"model access", r"access to the model .*enabled"),
+    ),
+    _rule(
+        ErrorCategory.RATE_LIMIT,
+        40,
+        Severity.MEDIUM,
+        True,
+        codes=(
+            "ThrottlingException",
+            "TooManyRequestsException",
+            "rate_limit_exceeded",
+            "ServiceQuotaExceededException",
+            "insufficient_quota",
+            "LimitExceededException",
+        ),
+        statuses=(429,),
+        patterns=(r"too many requests", r"rate limit", r"throttl", r"quota exceeded"),
+    ),
+    _rule(
+        ErrorCategory.TIMEOUT,
+        45,
+        Severity.MEDIUM,
+        True,
+        codes=("ModelTimeoutException", "TimeoutError", "ReadTimeoutError", "RequestTimeout"),
+        statuses=(408, 504),
+        patterns=(r"timed? ?out", r"deadline exceeded"),
+    ),
+    _rule(
+        ErrorCategory.QUALITY_ISSUE,
+        50,
+        Severity.LOW,
+        False,
+        codes=("QualityIssue", "MalformedResponse"),
+        patterns=(r"empty response", r"no chunks", r"invalid json", r"not remembered"),
+    ),
+    _rule(
+        ErrorCategory.NETWORK_ERROR,
+        60,
+        Severity.MEDIUM,
+        True,
+        codes=(
+            "ConnectionError",
+            "EndpointConnectionError",
+            "ServiceUnavailableException",
+            "InternalServerException",
+            "ModelStreamErrorException",
+            "server_error",
+            "StreamInterrupted",
+        ),
+        statuses=(500, 502, 503),
+        patterns=(
+            r"connection (refused|reset|aborted|closed)",
+            r"name or service not known",
+            r"temporary failure in name resolution",
+            r"dns",
+            r"broken pipe",
+            r"stream (cut|ended|interrupted)",
+        ),
+    ),
+)
+
+_UNKNOWN = CategoryRule(
+    ErrorCategory.UNKNOWN_ERROR,
+    999,
+    Severity.MEDIUM,
+    False,
+    frozenset(),
+    frozenset(),
+    (),
+)
+_BY_CATEGORY = {rule.category: rule for rule in (*RULES, _UNKNOWN)}
+
+
+@dataclass(frozen=True)
+class Classification:
+    category: ErrorCategory
+    severity: Severity
+    temporary: bool
+    priority: int
+
+
+def _classified(rule: CategoryRule) -> Classification:
+    return Classification(rule.category, rule.severity, rule.temporary, rule.priority)
+
+
+def rule_for(category: ErrorCategory) -> Classification:
+    """The severity, temporariness and priority of a category."""
+    return _classified(_BY_CATEGORY[category])
+
+
+def categorise_error(
+    *, code: str | None = None, status: int | None = None, message: str = ""
+) -> Classification:
+    """Classify one failure: codes first, then HTTP status, then message patterns."""
+    if code:
+        lowered = code.lower()
+        for rule in RULES:
+            if lowered in rule.codes:
+                return _classified(rule)
+    if status is not None:
+        for rule in RULES:
+            if status in rule.statuses:
+                return _classified(rule)
+    if message:
+        for rule in RULES:
+            if any(p.search(message) for p in rule.patterns):
+                return _classified(rule)
+    return _classified(_UNKNOWN)
+
+
+def is_temporary(category: ErrorCategory) -> bool:
+    return _BY_CATEGORY[category].temporary

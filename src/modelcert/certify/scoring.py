@@ -1,0 +1,162 @@
+"""Scoring (DOMAIN §4) with the old defects fixed. Pure.
+
+Fixed defects: a deployment with no passing test is UNAVAILABLE (the old code gave
+it a perfect performance score from an average latency of 0 and landed at LIMITED);
+retries are counted and lower the resilience term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import median
+
+from modelcert.certify.errors import rule_for
+from modelcert.domain import (
+    NOT_AVAILABLE_CATEGORIES,
+    Badge,
+    CertificationStatus,
+    ErrorCategory,
+    Severity,
+    TestOutcome,
+)
+
+CERTIFIED_MIN_SUCCESS = 80.0
+QUALITY_WARNING_MIN_SUCCESS = 60.0
+
+_BADGE_THRESHOLDS: tuple[tuple[float, Badge], ...] = (
+    (4.8, Badge.PREMIUM),
+    (4.0, Badge.RECOMMENDED),
+    (3.0, Badge.FUNCTIONAL),
+    (2.0, Badge.LIMITED),
+    (1.0, Badge.NOT_RECOMMENDED),
+)
+
+
+@dataclass(frozen=True)
+class TestScoreInput:
+    """What scoring needs from one test result."""
+
+    __test__ = False
+
+    outcome: TestOutcome
+    latency_ms: float | None = None
+    retries: int = 0
+    error_category: ErrorCategory | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Score:
+    status: CertificationStatus
+    score: int  # 0-100
+    rating: float  # 0-5, one decimal
+    badge: Badge
+    tests_total: int  # executed (not skipped)
+    tests_passed: int
+    tests_failed: int
+    tests_skipped: int
+    success_rate: float  # 0-100
+    avg_latency_ms: float | None  # over passed tests
+    p50_latency_ms: float | None
+    max_latency_ms: float | None
+    total_retries: int
+    error_category: ErrorCategory | None  # the decisive error
+    error_severity: Severity | None
+    error_message: str | None
+
+
+def performance_factor(avg_latency_ms: float) -> float:
+    if avg_latency_ms < 2_000:
+        return 1.0
+    if avg_latency_ms < 5_000:
+        return 0.7
+    if avg_latency_ms < 10_000:
+        return 0.4
+    return 0.2
+
+
+def badge_for(rating: float) -> Badge:
+    for threshold, badge in _BADGE_THRESHOLDS:
+        if rating >= threshold:
+            return badge
+    return Badge.UNAVAILABLE
+
+
+def compute_rating(
+    *, passed: int, total: int, avg_latency_ms: float | None, avg_retries: float, errors: int
+) -> float:
+    """0.5·success + resilience + performance + stability, one decimal; 0 with no pass."""
+    if total == 0 or passed == 0 or avg_latency_ms is None:
+        return 0.0
+    success = passed / total * 4
+    resilience = max(0.5, 1 - min(avg_retries, 6) / 6 * 0.5)
+    stability = max(0.0, 1 - errors / total)
+    raw = 0.5 * success + resilience + performance_factor(avg_latency_ms) + stability
+    return round(raw + 1e-9, 1)
+
+
+def decisive_error(
+    results: Sequence[TestScoreInput],
+) -> tuple[ErrorCategory, str | None] | None:
+    """The most serious failure (lowest category priority), first one on ties."""
+    failures = [r for r in results if r.outcome is TestOutcome.FAILED and r.error_category]
+    if not failures:
+        return None
+    worst = min(failures, key=lambda r: rule_for(r.error_category).priority)  # type: ignore[arg-type]
+    assert worst.error_category is not None
+    return worst.error_category, worst.error_message
+
+
+def status_for(
+    success_rate: float, executed: int, decisive: ErrorCategory | None
+) -> CertificationStatus:
+    if executed == 0:
+        return CertificationStatus.ERROR
+    if decisive in NOT_AVAILABLE_CATEGORIES:
+        return CertificationStatus.FAILED
+    if success_rate >= CERTIFIED_MIN_SUCCESS:
+        return CertificationStatus.CERTIFIED
+    if success_rate >= QUALITY_WARNING_MIN_SUCCESS:
+        return CertificationStatus.QUALITY_WARNING
+    return CertificationStatus.FAILED
+
+
+def score_results(results: Sequence[TestScoreInput]) -> Score:
+    """Turn per-test results into the certification's verdict."""
+    executed = [r for r in results if r.outcome is not TestOutcome.SKIPPED]
+    passed = [r for r in executed if r.outcome is TestOutcome.PASSED]
+    failed = len(executed) - len(passed)
+    latencies = [r.latency_ms for r in passed if r.latency_ms is not None]
+    avg_latency = sum(latencies) / len(latencies) if latencies else None
+    total_retries = sum(r.retries for r in executed)
+    avg_retries = total_retries / len(executed) if executed else 0.0
+    success_rate = len(passed) / len(executed) * 100 if executed else 0.0
+
+    decisive = decisive_error(results)
+    category = decisive[0] if decisive else None
+    rating = compute_rating(
+        passed=len(passed),
+        total=len(executed),
+        avg_latency_ms=avg_latency,
+        avg_retries=avg_retries,
+        errors=failed,
+    )
+    return Score(
+        status=status_for(success_rate, len(executed), category),
+        score=round(rating * 20),
+        rating=rating,
+        badge=badge_for(rating),
+        tests_total=len(executed),
+        tests_passed=len(passed),
+        tests_failed=failed,
+        tests_skipped=len(results) - len(executed),
+        success_rate=round(success_rate, 1),
+        avg_latency_ms=round(avg_latency, 1) if avg_latency is not None else None,
+        p50_latency_ms=round(median(latencies), 1) if latencies else None,
+        max_latency_ms=round(max(latencies), 1) if latencies else None,
+        total_retries=total_retries,
+        error_category=category,
+        error_severity=rule_for(category).severity if category else None,
+        error_message=decisive[1] if decisive else None,
+    )

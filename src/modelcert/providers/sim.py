@@ -1,0 +1,265 @@
+"""SIMULATION: a seeded, deterministic stand-in for a model provider, for demos, tests
+and benchmarks. Every result it produces is labelled as simulation (`simulated = True`).
+
+A deployment picks a behaviour profile with `options["profile"]` (or the part of its
+model id before ":"); `options` may also override `latency_ms`, `quota_rps`,
+`available_regions`, `error_rate_429`, `error_rate_5xx`, `retry_after_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from modelcert.providers.base import (
+    ChatEvent,
+    ChatRequest,
+    ProviderError,
+    Stop,
+    Target,
+    TextDelta,
+    ToolCall,
+    Usage,
+)
+from modelcert.providers.sim_answers import answer, split_tokens
+
+
+@dataclass(frozen=True)
+class LatencyDistribution:
+    """Total answer latency in ms: `fixed` (low), `uniform` (low..high) or `lognormal`
+    (median low, spread sigma), clipped at `high` when given."""
+
+    kind: str = "uniform"
+    low: float = 40.0
+    high: float = 120.0
+    sigma: float = 0.5
+
+    def sample_ms(self, rng: random.Random) -> float:
+        if self.kind == "fixed":
+            return self.low
+        if self.kind == "lognormal":
+            value = self.low * math.exp(rng.gauss(0, self.sigma))
+            return min(value, self.high) if self.high > 0 else value
+        return rng.uniform(self.low, self.high)
+
+    @staticmethod
+    def parse(value: Any) -> LatencyDistribution:
+        """From options: a number (fixed), [low, high] (uniform) or a mapping of fields."""
+        if isinstance(value, int | float):
+            return LatencyDistribution("fixed", float(value), float(value))
+        if isinstance(value, list | tuple) and len(value) == 2:
+            return LatencyDistribution("uniform", float(value[0]), float(value[1]))
+        if isinstance(value, Mapping):
+            return LatencyDistribution(**value)
+        raise ValueError(f"latency_ms: expected a number, [low, high] or a mapping, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SimError:
+    status: int
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SimProfile:
+    name: str
+    latency: LatencyDistribution = field(default_factory=LatencyDistribution)
+    ttft_fraction: float = 0.3
+    error_rate_429: float = 0.0
+    error_rate_5xx: float = 0.0
+    retry_after_s: float = 1.0
+    quota_rps: float | None = None  # per (deployment, region); beyond it, 429
+    available_regions: tuple[str, ...] | None = None  # None: every region
+    always_error: SimError | None = None
+    empty: bool = False
+    break_stream: bool = False
+    hang: bool = False
+
+
+PROFILES: dict[str, SimProfile] = {
+    p.name: p
+    for p in (
+        SimProfile("healthy-fast"),
+        SimProfile("healthy-slow", latency=LatencyDistribution("uniform", 2200, 3200)),
+        SimProfile("flaky", error_rate_429=0.2, error_rate_5xx=0.1, retry_after_s=0.5),
+        SimProfile("quota-limited", latency=LatencyDistribution("uniform", 20, 60), quota_rps=2.0),
+        SimProfile("unavailable-in-region", available_regions=("us-east-1", "us-west-2")),
+        SimProfile(
+            "access-denied",
+            always_error=SimError(
+                403,
+                "AccessDeniedException",
+                "You don't have access to the model with the specified model ID. (simulated)",
+            ),
+        ),
+        SimProfile(
+            "bad-credentials",
+            always_error=SimError(
+                403,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid. (simulated)",
+            ),
+        ),
+        SimProfile("empty-answers", empty=True),
+        SimProfile("broken-stream", break_stream=True),
+        SimProfile("hangs", hang=True),
+    )
+}
+
+
+def profile_for(target: Target) -> SimProfile:
+    """The profile a deployment asked for, with its option overrides applied."""
+    options = target.options
+    name = str(options.get("profile") or target.model_id.split(":")[0])
+    if name not in PROFILES:
+        raise ProviderError(
+            f"unknown simulation profile {name!r} (known: {', '.join(sorted(PROFILES))})",
+            status=400,
+            code="ValidationException",
+            provider="sim",
+        )
+    profile = PROFILES[name]
+    changes: dict[str, Any] = {}
+    if "latency_ms" in options:
+        changes["latency"] = LatencyDistribution.parse(options["latency_ms"])
+    for key in ("quota_rps", "error_rate_429", "error_rate_5xx", "retry_after_s"):
+        if key in options:
+            changes[key] = float(options[key])
+    if "available_regions" in options:
+        changes["available_regions"] = tuple(options["available_regions"])
+    return replace(profile, **changes) if changes else profile
+
+
+class _Quota:
+    """A one-token bucket per (deployment, region): at most `rps` calls a second."""
+
+    def __init__(self) -> None:
+        self._next_free: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def wait_needed(self, key: tuple[str, str], rps: float, now: float) -> float:
+        """0 if a call may start now (and books it), else seconds until it may."""
+        with self._lock:
+            free_at = self._next_free.get(key, 0.0)
+            if now < free_at:
+                return free_at - now
+            self._next_free[key] = now + 1 / rps
+            return 0.0
+
+
+class SimProvider:
+    """SIMULATION of a model provider (see module docstring)."""
+
+    kind = "sim"
+    simulated = True
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.seed = seed
+        self._calls: dict[tuple[str, str], int] = {}
+        self._quota = _Quota()
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SimProvider:
+        return cls(seed=int(config.get("seed", 0)))
+
+    def _rng(self, target: Target) -> random.Random:
+        key = (target.model_id, target.region)
+        index = self._calls.get(key, 0)
+        self._calls[key] = index + 1
+        digest = hashlib.sha256(f"{self.seed}|{key[0]}|{key[1]}|{index}".encode()).digest()
+        return random.Random(int.from_bytes(digest[:8], "big"))
+
+    async def chat(self, target: Target, request: ChatRequest) -> AsyncIterator[ChatEvent]:
+        profile = profile_for(target)
+        rng = self._rng(target)
+        latency_s = profile.latency.sample_ms(rng) / 1000
+        self._raise_configured_errors(profile, target, rng)
+        if profile.hang:
+            await asyncio.Event().wait()  # never answers; the caller's timeout cancels it
+        reply = answer(request, rng.randrange(1_000))
+        text = "" if profile.empty else reply.text
+        tool_calls = () if profile.empty else reply.tool_calls
+        output_tokens = 0 if profile.empty else reply.output_tokens
+
+        await asyncio.sleep(latency_s * profile.ttft_fraction)
+        if request.stream:
+            tokens = split_tokens(text)
+            chunks = ["".join(tokens[i : i + 3]) for i in range(0, len(tokens), 3)]
+            pause = latency_s * (1 - profile.ttft_fraction) / max(len(chunks), 1)
+            for index, chunk in enumerate(chunks):
+                if profile.break_stream and index >= max(1, len(chunks) // 2):
+                    raise ProviderError(
+                        "stream interrupted mid-answer: connection reset by peer (simulated)",
+                        code="StreamInterrupted",
+                        provider="sim",
+                    )
+                yield TextDelta(chunk)
+                await asyncio.sleep(pause)
+            if profile.break_stream and len(chunks) <= 1:
+                raise ProviderError(
+                    "stream interrupted before the end of the answer (simulated)",
+                    code="StreamInterrupted",
+                    provider="sim",
+                )
+        else:
+            await asyncio.sleep(latency_s * (1 - profile.ttft_fraction))
+            if text:
+                yield TextDelta(text)
+        for index, (name, arguments) in enumerate(tool_calls):
+            yield ToolCall(f"sim-call-{index}", name, arguments)
+        yield Usage(reply.input_tokens, output_tokens)
+        yield Stop(reply.stop_reason)
+
+    def _raise_configured_errors(
+        self, profile: SimProfile, target: Target, rng: random.Random
+    ) -> None:
+        if profile.always_error:
+            err = profile.always_error
+            raise ProviderError(err.message, status=err.status, code=err.code, provider="sim")
+        if profile.available_regions is not None and target.region not in profile.available_regions:
+            raise ProviderError(
+                f"Model {target.model_id} is not available in region {target.region}. (simulated)",
+                status=404,
+                code="ResourceNotFoundException",
+                provider="sim",
+            )
+        if profile.quota_rps:
+            wait = self._quota.wait_needed(
+                (target.model_id, target.region), profile.quota_rps, time.monotonic()
+            )
+            if wait > 0:
+                raise ProviderError(
+                    "Too many requests, please wait before trying again. (simulated quota "
+                    f"{profile.quota_rps:g} req/s in {target.region})",
+                    status=429,
+                    code="ThrottlingException",
+                    retry_after=round(wait, 3),
+                    provider="sim",
+                )
+        roll = rng.random()
+        if roll < profile.error_rate_429:
+            raise ProviderError(
+                "Rate exceeded. (simulated)",
+                status=429,
+                code="ThrottlingException",
+                retry_after=profile.retry_after_s,
+                provider="sim",
+            )
+        if roll < profile.error_rate_429 + profile.error_rate_5xx:
+            raise ProviderError(
+                "The service is temporarily unable to handle the request. (simulated)",
+                status=503,
+                code="ServiceUnavailableException",
+                provider="sim",
+            )
+
+    async def aclose(self) -> None:
+        return None
