@@ -1,0 +1,287 @@
+"""The `modelcert` command line. Thin: parse, call one function, print. Errors a user
+can cause print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelcert import render
+from modelcert.certify.service import CertificationReport, certify
+from modelcert.demo import DEMO_DEPLOYMENTS, DEMO_PROVIDER, DEMO_REGIONS, seed_demo_catalog
+from modelcert.domain import Capabilities, InferenceType
+from modelcert.errors import UserError
+from modelcert.providers.registry import ProviderPool
+from modelcert.settings import Settings, get_settings
+from modelcert.store import db, repo
+
+app = typer.Typer(
+    help="Certify AI model deployments, per region, with live tests.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Providers and deployments.", no_args_is_help=True)
+sync_app = typer.Typer(help="Discover deployments from a provider.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
+catalog_app.add_typer(sync_app, name="sync")
+
+# Wide enough for the matrix when output is piped (rich falls back to 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 160)
+T = TypeVar("T")
+
+
+def _engine(settings: Settings, *, migrate: bool = False) -> Engine:
+    engine = db.make_engine(settings.database_url)
+    if migrate:
+        db.upgrade(engine)
+    elif not db.is_current(engine):
+        raise UserError(
+            f"database {settings.database_url} has no schema yet: run `modelcert db upgrade`"
+        )
+    return engine
+
+
+def _factory(*, migrate: bool = False) -> sessionmaker[Session]:
+    return db.make_session_factory(_engine(get_settings(), migrate=migrate))
+
+
+def _run(coroutine_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(coroutine_fn())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the schema (idempotent)."""
+    settings = get_settings()
+    db.upgrade(db.make_engine(settings.database_url))
+    console.print(f"schema up to date: {settings.database_url}")
+
+
+@catalog_app.command("list")
+def catalog_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List deployments with their provider and regions."""
+    with db.transaction(_factory()) as session:
+        deployments = repo.list_deployments(session)
+        if as_json:
+            rows = [
+                {
+                    "id": d.id,
+                    "provider": d.provider.slug,
+                    "kind": d.provider.kind,
+                    "provider_model_id": d.provider_model_id,
+                    "model": d.model.name,
+                    "vendor": d.model.vendor,
+                    "inference_type": d.inference_type,
+                    "regions": d.provider.regions,
+                    "active": d.active,
+                }
+                for d in deployments
+            ]
+            print(json.dumps(rows, indent=2))
+        else:
+            console.print(render.catalog_table(deployments))
+
+
+def _json_option(value: str | None, field: str) -> dict[str, Any]:
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{field}: invalid JSON ({exc.msg})", field=field) from exc
+    if not isinstance(parsed, dict):
+        raise UserError(f"{field}: expected a JSON object", field=field)
+    return parsed
+
+
+@catalog_app.command("add-provider")
+def add_provider(
+    slug: Annotated[str, typer.Argument(help="Unique short name, e.g. bedrock, openai, sim.")],
+    kind: Annotated[str, typer.Option(help="sim | bedrock | openai | azure-openai")],
+    name: Annotated[str | None, typer.Option()] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL.")] = None,
+    region: Annotated[list[str] | None, typer.Option(help="Served region (repeat).")] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="NAME of the env variable holding the API key.")
+    ] = None,
+    config: Annotated[str | None, typer.Option(help="Extra options as a JSON object.")] = None,
+) -> None:
+    """Add a provider. Secrets are never stored: give the name of an env variable."""
+    options = _json_option(config, "config")
+    if api_key_env:
+        options["api_key_env"] = api_key_env
+    with db.transaction(_factory()) as session:
+        provider = repo.add_provider(
+            session,
+            slug=slug,
+            kind=kind,
+            name=name,
+            base_url=base_url,
+            regions=region,
+            config=options,
+        )
+        console.print(
+            f"provider {provider.slug} ({provider.kind}) added, regions: "
+            f"{', '.join(provider.regions)}"
+        )
+
+
+@catalog_app.command("add-deployment")
+def add_deployment(
+    provider: Annotated[str, typer.Option(help="Provider slug.")],
+    model_id: Annotated[str, typer.Option(help="The provider's model id.")],
+    name: Annotated[str | None, typer.Option(help="Base model name.")] = None,
+    vendor: Annotated[str, typer.Option(help="Anthropic, Amazon, Cohere, Meta, …")] = "unknown",
+    inference_type: Annotated[InferenceType, typer.Option()] = InferenceType.ON_DEMAND,
+    capabilities: Annotated[
+        str | None, typer.Option(help='JSON, e.g. {"tools": true, "json_output": true}')
+    ] = None,
+    options: Annotated[str | None, typer.Option(help="Deployment options as JSON.")] = None,
+) -> None:
+    """Add a deployment of a model on a provider."""
+    try:
+        caps = Capabilities.model_validate(_json_option(capabilities, "capabilities"))
+    except ValueError as exc:
+        raise UserError(f"capabilities: {exc}".splitlines()[0], field="capabilities") from exc
+    with db.transaction(_factory()) as session:
+        deployment = repo.add_deployment(
+            session,
+            provider_slug=provider,
+            provider_model_id=model_id,
+            model_name=name,
+            vendor=vendor,
+            capabilities=caps,
+            inference_type=inference_type,
+            options=_json_option(options, "options"),
+        )
+        console.print(f"deployment {deployment.id} added: {provider}/{model_id}")
+
+
+@sync_app.command("bedrock")
+def sync_bedrock(
+    region: Annotated[str, typer.Option(help="AWS region to discover.")],
+    provider: Annotated[str, typer.Option(help="Provider slug of kind bedrock.")] = "bedrock",
+    include_unentitled: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Discover Bedrock models in a region (ListFoundationModels + availability)."""
+    from modelcert.catalog_sync import sync_bedrock_region
+
+    factory = _factory()
+    added, skipped = _run(
+        lambda: sync_bedrock_region(factory, provider, region, include_unentitled)
+    )
+    console.print(f"{len(added)} deployments added, {len(skipped)} already known or skipped")
+    for line in added:
+        console.print(f"  + {line}")
+
+
+def _progress_printer(label: str, region: str) -> Callable[[int, int, Any], None]:
+    def on_result(index: int, total: int, result: Any) -> None:
+        console.print(
+            f"[dim]{label} {region} [{index + 1}/{total}] {result.test_id}: "
+            f"{result.outcome.value}[/]"
+        )
+
+    return on_result
+
+
+@app.command("certify")
+def certify_command(
+    deployment: Annotated[str, typer.Option(help="Deployment id or provider/model-id.")],
+    region: Annotated[str, typer.Option(help="Region to certify in.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Run one certification in-process and print its tests and verdict."""
+    settings = get_settings()
+    factory = _factory()
+
+    async def go() -> CertificationReport:
+        pool = ProviderPool()
+        try:
+            callback = None if as_json else _progress_printer(deployment, region)
+            return await certify(factory, settings, pool, deployment, region, on_result=callback)
+        finally:
+            await pool.aclose()
+
+    report = _run(go)
+    if as_json:
+        print(json.dumps(render.report_json(report), indent=2))
+    else:
+        render.print_report(console, report)
+
+
+@app.command("matrix")
+def matrix(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print the current certification of every deployment in every region."""
+    with db.transaction(_factory()) as session:
+        rows = repo.certifications(session)
+        if as_json:
+            print(json.dumps([render.certification_json(c) for c in rows], indent=2))
+            return
+        console.print(render.matrix_table(rows))
+        if any(c.simulated for c in rows):
+            console.print(render.SIMULATION_NOTE)
+
+
+@app.command("demo")
+def demo(
+    concurrency: Annotated[int, typer.Option(min=1, help="Certifications at once.")] = 16,
+) -> None:
+    """Certify the SIMULATED demo catalog in three regions and print the matrix."""
+    settings = get_settings()
+    factory = _factory(migrate=True)
+    with db.transaction(factory) as session:
+        ids = seed_demo_catalog(session)
+    pairs = [(i, r) for i in ids for r in DEMO_REGIONS]
+    console.print(
+        f"[bold]modelcert demo[/]: {len(DEMO_DEPLOYMENTS)} simulated deployments × "
+        f"{len(DEMO_REGIONS)} regions = {len(pairs)} certifications "
+        f"(provider '{DEMO_PROVIDER}', database {settings.database_url})"
+    )
+    started = time.perf_counter()
+
+    async def go() -> None:
+        pool = ProviderPool()
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(deployment_id: int, region: str) -> None:
+            async with limit:
+                report = await certify(factory, settings, pool, deployment_id, region)
+            score = report.score
+            console.print(
+                f"  {report.plan.deployment_label:28} {region:15} "
+                f"{render.styled(score.status.value)} {score.rating} "
+                f"{score.badge.value} {score.error_category or ''}"
+            )
+
+        try:
+            await asyncio.gather(*(one(i, r) for i, r in pairs))
+        finally:
+            await pool.aclose()
+
+    _run(go)
+    console.print(f"{len(pairs)} certifications in {time.perf_counter() - started:.1f} s")
+    matrix(as_json=False)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except UserError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,131 @@
+"""The demo catalog: SIMULATED deployments, one per sim behaviour profile, in three
+regions, so a first run shows every verdict and error category the tool can give."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from modelcert.domain import Capabilities
+from modelcert.errors import NotFoundError
+from modelcert.store import repo
+
+DEMO_PROVIDER = "sim"
+DEMO_REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")
+# Short retry delays keep the demo snappy; real providers keep the 2 s default.
+DEMO_PROVIDER_CONFIG = {"seed": 42, "retry_base_ms": 100, "retry_max_ms": 1000}
+
+
+@dataclass(frozen=True)
+class DemoDeployment:
+    model_id: str
+    name: str
+    vendor: str
+    profile: str
+    expected: str  # what a user should see, for the README table
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_FULL = Capabilities(tools=True, json_output=True)
+
+DEMO_DEPLOYMENTS: tuple[DemoDeployment, ...] = (
+    DemoDeployment(
+        "aurora-fast", "Aurora Fast", "Anthropic", "healthy-fast", "CERTIFIED, PREMIUM", _FULL
+    ),
+    DemoDeployment(
+        "sim.basalt-slow",
+        "Basalt Slow",
+        "Amazon",
+        "healthy-slow",
+        "CERTIFIED, RECOMMENDED (2-3 s answers)",
+    ),
+    DemoDeployment(
+        "sim.cirrus-flaky",
+        "Cirrus Flaky",
+        "Cohere",
+        "flaky",
+        "CERTIFIED after retries (429 / 503 retried)",
+        _FULL,
+    ),
+    DemoDeployment(
+        "sim.delta-quota",
+        "Delta Quota",
+        "Meta",
+        "quota-limited",
+        "CERTIFIED after RATE_LIMIT retries (2 req/s quota)",
+    ),
+    DemoDeployment(
+        "sim.ember-regional",
+        "Ember Regional",
+        "Mistral",
+        "unavailable-in-region",
+        "CERTIFIED in us-east-1, FAILED UNAVAILABLE elsewhere",
+    ),
+    DemoDeployment(
+        "sim.fjord-denied",
+        "Fjord Denied",
+        "Anthropic",
+        "access-denied",
+        "FAILED, PERMISSION_ERROR",
+        _FULL,
+    ),
+    DemoDeployment(
+        "sim.granite-badkey",
+        "Granite Bad Key",
+        "OpenAI",
+        "bad-credentials",
+        "FAILED, AUTHENTICATION_ERROR",
+    ),
+    DemoDeployment(
+        "sim.haze-empty", "Haze Empty", "Amazon", "empty-answers", "FAILED, QUALITY_ISSUE"
+    ),
+    DemoDeployment(
+        "sim.iris-cutoff",
+        "Iris Cutoff",
+        "Meta",
+        "broken-stream",
+        "FAILED, NETWORK_ERROR (stream cut mid-answer)",
+    ),
+    DemoDeployment(
+        "sim.jade-hang",
+        "Jade Hang",
+        "Mistral",
+        "hangs",
+        "FAILED, TIMEOUT (calls cancelled after 1 s)",
+        options={"test_timeout_s": 1.0},
+    ),
+)
+
+
+def seed_demo_catalog(session: Session) -> list[int]:
+    """Create the demo provider and deployments if missing; return the deployment ids."""
+    try:
+        repo.get_provider(session, DEMO_PROVIDER)
+    except NotFoundError:
+        repo.add_provider(
+            session,
+            slug=DEMO_PROVIDER,
+            kind="sim",
+            name="Simulated provider (demo)",
+            regions=DEMO_REGIONS,
+            config=DEMO_PROVIDER_CONFIG,
+        )
+    ids: list[int] = []
+    for demo in DEMO_DEPLOYMENTS:
+        try:
+            deployment = repo.find_deployment(session, f"{DEMO_PROVIDER}/{demo.model_id}")
+        except NotFoundError:
+            deployment = repo.add_deployment(
+                session,
+                provider_slug=DEMO_PROVIDER,
+                provider_model_id=demo.model_id,
+                model_name=demo.name,
+                vendor=demo.vendor,
+                capabilities=demo.capabilities,
+                options={"profile": demo.profile, **demo.options},
+            )
+        ids.append(deployment.id)
+    return ids
