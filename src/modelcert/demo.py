@@ -36,14 +36,14 @@ DEMO_DEPLOYMENTS: tuple[DemoDeployment, ...] = (
         "aurora-fast", "Aurora Fast", "Anthropic", "healthy-fast", "CERTIFIED, PREMIUM", _FULL
     ),
     DemoDeployment(
-        "sim.basalt-slow",
+        "basalt-slow",
         "Basalt Slow",
         "Amazon",
         "healthy-slow",
         "CERTIFIED, RECOMMENDED (2-3 s answers)",
     ),
     DemoDeployment(
-        "sim.cirrus-flaky",
+        "cirrus-flaky",
         "Cirrus Flaky",
         "Cohere",
         "flaky",
@@ -51,21 +51,21 @@ DEMO_DEPLOYMENTS: tuple[DemoDeployment, ...] = (
         _FULL,
     ),
     DemoDeployment(
-        "sim.delta-quota",
+        "delta-quota",
         "Delta Quota",
         "Meta",
         "quota-limited",
         "CERTIFIED after RATE_LIMIT retries (2 req/s quota)",
     ),
     DemoDeployment(
-        "sim.ember-regional",
+        "ember-regional",
         "Ember Regional",
         "Mistral",
         "unavailable-in-region",
         "CERTIFIED in us-east-1, FAILED UNAVAILABLE elsewhere",
     ),
     DemoDeployment(
-        "sim.fjord-denied",
+        "fjord-denied",
         "Fjord Denied",
         "Anthropic",
         "access-denied",
@@ -73,24 +73,22 @@ DEMO_DEPLOYMENTS: tuple[DemoDeployment, ...] = (
         _FULL,
     ),
     DemoDeployment(
-        "sim.granite-badkey",
+        "granite-badkey",
         "Granite Bad Key",
         "OpenAI",
         "bad-credentials",
         "FAILED, AUTHENTICATION_ERROR",
     ),
+    DemoDeployment("haze-empty", "Haze Empty", "Amazon", "empty-answers", "FAILED, QUALITY_ISSUE"),
     DemoDeployment(
-        "sim.haze-empty", "Haze Empty", "Amazon", "empty-answers", "FAILED, QUALITY_ISSUE"
-    ),
-    DemoDeployment(
-        "sim.iris-cutoff",
+        "iris-cutoff",
         "Iris Cutoff",
         "Meta",
         "broken-stream",
         "FAILED, NETWORK_ERROR (stream cut mid-answer)",
     ),
     DemoDeployment(
-        "sim.jade-hang",
+        "jade-hang",
         "Jade Hang",
         "Mistral",
         "hangs",

@@ -125,20 +125,21 @@ def matrix_table(certifications: Sequence[Certification]) -> Table:
     for label, cells in rows.items():
         rendered = [label]
         for region in regions:
-            c = cells.get(region)
-            if c is None:
-                rendered.append("")
-                continue
-            line = styled(c.status)
-            if c.rating is not None:
-                line += f" {c.rating} {c.badge}"
-            if c.error_category and c.status != "CERTIFIED":
-                line += f"\n[dim]{c.error_category}[/]"
-            elif c.total_retries:
-                line += f"\n[dim]{c.total_retries} retries[/]"
-            rendered.append(line)
+            cell = cells.get(region)
+            rendered.append("" if cell is None else _matrix_cell(cell))
         table.add_row(*rendered)
     return table
+
+
+def _matrix_cell(c: Certification) -> str:
+    line = styled(c.status)
+    if c.rating is not None:
+        line += f" {c.rating} {c.badge}"
+    if c.error_category and c.status != "CERTIFIED":
+        line += f"\n[dim]{c.error_category}[/]"
+    elif c.total_retries:
+        line += f"\n[dim]{c.total_retries} retries[/]"
+    return line
 
 
 def certification_json(c: Certification) -> dict[str, Any]:

