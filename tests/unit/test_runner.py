@@ -141,4 +141,6 @@ async def test_latency_and_ttft_are_measured(stream: bool) -> None:
     result = await run_test(BASIC, SimProvider(), target, streaming=stream)
     assert result.outcome is TestOutcome.PASSED
     assert result.latency_ms is not None and 190 <= result.latency_ms < 1000
-    assert result.ttft_ms is not None and 50 <= result.ttft_ms < result.latency_ms
+    assert result.ttft_ms is not None and 50 <= result.ttft_ms <= result.latency_ms
+    if stream:  # streamed text starts before the answer ends; a whole answer arrives at once
+        assert result.ttft_ms < result.latency_ms * 0.6
