@@ -1,0 +1,149 @@
+"""Bedrock end to end: discovery into the catalog and certifications through boto3,
+against a local server speaking Bedrock's wire format."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelcert.catalog_sync import sync_bedrock_region
+from modelcert.certify.service import CertificationReport, certify
+from modelcert.domain import CertificationStatus, ErrorCategory, TestOutcome
+from modelcert.providers.registry import ProviderPool
+from modelcert.settings import Settings
+from modelcert.store import repo
+from modelcert.store.db import transaction
+from tests.support.fake_bedrock import (
+    Behaviour,
+    FakeBedrock,
+    HttpError,
+    StreamException,
+    model_summary,
+)
+
+CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+TITAN = "amazon.titan-text-premier-v1:0"
+LLAMA = "meta.llama3-2-90b-instruct-v1:0"
+
+
+@pytest.fixture
+def fake(aws_test_env: None) -> Iterator[FakeBedrock]:
+    with FakeBedrock() as server:
+        server.models = [
+            model_summary(CLAUDE, provider="Anthropic"),
+            model_summary(TITAN, provider="Amazon"),
+            model_summary(LLAMA, provider="Meta", inference_types=("INFERENCE_PROFILE",)),
+        ]
+        server.availability[TITAN] = HttpError("AccessDeniedException", "not entitled")
+        yield server
+
+
+@pytest.fixture
+def bedrock_catalog(factory: sessionmaker[Session], fake: FakeBedrock) -> sessionmaker[Session]:
+    with transaction(factory) as session:
+        repo.add_provider(
+            session,
+            slug="bedrock",
+            kind="bedrock",
+            config={"endpoint_url": fake.url, "read_timeout": 5, "retry_base_ms": 10},
+        )
+    return factory
+
+
+async def test_sync_adds_entitled_text_models(bedrock_catalog: sessionmaker[Session]) -> None:
+    added, skipped = await sync_bedrock_region(bedrock_catalog, "bedrock", "us-east-1", False)
+    assert len(added) == 2 and any(TITAN in s and "not entitled" in s for s in skipped)
+    with bedrock_catalog() as session:
+        llama = repo.find_deployment(session, f"bedrock/{LLAMA}")
+        assert llama.inference_type == "INFERENCE_PROFILE" and llama.model.vendor == "Meta"
+    again, _ = await sync_bedrock_region(bedrock_catalog, "bedrock", "us-east-1", False)
+    assert again == []  # idempotent
+
+
+async def _certify(
+    factory: sessionmaker[Session], settings: Settings, model_id: str, region: str = "us-east-1"
+) -> CertificationReport:
+    pool = ProviderPool()
+    try:
+        return await certify(factory, settings, pool, f"bedrock/{model_id}", region)
+    finally:
+        await pool.aclose()
+
+
+async def test_healthy_model_certifies_through_boto3(
+    bedrock_catalog: sessionmaker[Session], settings: Settings, fake: FakeBedrock
+) -> None:
+    await sync_bedrock_region(bedrock_catalog, "bedrock", "us-east-1", False)
+    fake.behaviours[LLAMA] = Behaviour(text="Your name is Alice, and hello Quill fans.")
+    report = await _certify(bedrock_catalog, settings, LLAMA, "eu-west-1")
+    by_id = {r.test_id: r for r in report.results}
+    assert by_id["basic-prompt"].outcome is TestOutcome.PASSED
+    assert by_id["streaming"].ttft_ms is not None
+    assert by_id["token-usage"].outcome is TestOutcome.PASSED
+    assert not report.simulated
+    # An inference-profile deployment in eu-west-1 is called with the eu. prefix.
+    assert fake.last_request(f"eu.{LLAMA}").model_id == f"eu.{LLAMA}"
+
+
+@pytest.mark.parametrize(
+    ("error", "category", "retried"),
+    [
+        (
+            HttpError("AccessDeniedException", "You don't have access to the model."),
+            ErrorCategory.PERMISSION_ERROR,
+            False,
+        ),
+        (
+            HttpError("ResourceNotFoundException", "Model not found."),
+            ErrorCategory.UNAVAILABLE,
+            False,
+        ),
+        (
+            HttpError(
+                "ValidationException",
+                "Invocation of model ID x with on-demand throughput isn't supported.",
+            ),
+            ErrorCategory.CONFIGURATION_ERROR,
+            False,
+        ),
+        (
+            HttpError("ThrottlingException", "Too many requests.", retry_after="0"),
+            ErrorCategory.RATE_LIMIT,
+            True,
+        ),
+    ],
+)
+async def test_provider_errors_are_classified_with_their_message(
+    bedrock_catalog: sessionmaker[Session],
+    settings: Settings,
+    fake: FakeBedrock,
+    error: HttpError,
+    category: ErrorCategory,
+    retried: bool,
+) -> None:
+    await sync_bedrock_region(bedrock_catalog, "bedrock", "us-east-1", False)
+    fake.behaviours[CLAUDE] = Behaviour(error=error)
+    report = await _certify(bedrock_catalog, settings, CLAUDE)
+    score = report.score
+    assert score.status is CertificationStatus.FAILED
+    assert score.error_category is category
+    assert score.error_message == error.message
+    first = report.results[0]
+    assert first.error_code == error.code and first.http_status == error.http_status
+    assert (first.retries > 0) is retried
+
+
+async def test_an_exception_frame_mid_stream_is_classified(
+    bedrock_catalog: sessionmaker[Session], settings: Settings, fake: FakeBedrock
+) -> None:
+    await sync_bedrock_region(bedrock_catalog, "bedrock", "us-east-1", False)
+    fake.behaviours[CLAUDE] = Behaviour(
+        stream_exception=StreamException("modelStreamErrorException", "model stream broke")
+    )
+    report = await _certify(bedrock_catalog, settings, CLAUDE)
+    first = report.results[0]
+    assert first.error_category is ErrorCategory.NETWORK_ERROR
+    assert first.error_message == "model stream broke"
+    assert first.retries == settings.certification_max_retries
