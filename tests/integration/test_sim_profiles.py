@@ -124,3 +124,22 @@ async def test_tokens_latency_and_ttft_are_recorded(
     assert streamed.latency_ms and streamed.ttft_ms and streamed.ttft_ms < streamed.latency_ms
     usage = next(r for r in rows if r.test_id == "token-usage")
     assert usage.input_tokens and usage.output_tokens
+
+
+async def test_an_interrupted_certification_is_recorded_as_cancelled(
+    factory: sessionmaker[Session], settings: Settings
+) -> None:
+    with transaction(factory) as session:
+        seed_demo_catalog(session)
+    pool = ProviderPool()
+    task = asyncio.create_task(certify(factory, settings, pool, "sim/basalt-slow", "us-east-1"))
+    await asyncio.sleep(1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await pool.aclose()
+    with factory() as session:
+        run = session.scalars(select(CertificationRun)).one()
+        cert = session.scalars(select(Certification)).one()
+    assert run.status == cert.status == "CANCELLED"
+    assert run.completed_at is not None and cert.expires_at is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -88,7 +88,7 @@ class ExplodingProvider:
     kind = "broken"
     simulated = True
 
-    async def chat(self, target: Target, request: ChatRequest) -> AsyncIterator[ChatEvent]:
+    async def chat(self, target: Target, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         raise KeyError("choices")
         yield  # pragma: no cover
 

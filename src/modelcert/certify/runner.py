@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -86,7 +87,7 @@ class CallFailed(Exception):
 
 
 async def collect(
-    events: AsyncIterator[ChatEvent], clock: Clock = time.perf_counter
+    events: AsyncGenerator[ChatEvent, None], clock: Clock = time.perf_counter
 ) -> ChatResponse:
     """Drain one answer's events into a ChatResponse, measuring latency and TTFT."""
     started = clock()
@@ -96,7 +97,7 @@ async def collect(
     tool_calls: list[tuple[str, str]] = []
     usage: Usage | None = None
     stop: str | None = None
-    try:
+    async with aclosing(events):
         async for event in events:
             if isinstance(event, TextDelta):
                 if event.text:
@@ -110,11 +111,6 @@ async def collect(
                 usage = event
             elif isinstance(event, Stop):
                 stop = event.reason
-    finally:
-        # Closing the generator is what cancels the provider's underlying HTTP stream.
-        close = getattr(events, "aclose", None)
-        if close is not None:
-            await close()
     ended = clock()
     return ChatResponse(
         text="".join(parts),

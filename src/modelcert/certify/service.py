@@ -3,6 +3,7 @@ run it against the provider, score it and persist run, tests and verdict."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelcert.certify.battery import PlannedTest, plan_battery
 from modelcert.certify.runner import ResultCallback, RetryPolicy, TestResult, run_battery
 from modelcert.certify.scoring import Score, TestScoreInput, score_results
-from modelcert.domain import Capabilities, InferenceType
+from modelcert.domain import Capabilities, CertificationStatus, InferenceType
 from modelcert.providers.base import Target
 from modelcert.providers.registry import ProviderPool
 from modelcert.settings import Settings
@@ -126,17 +127,26 @@ async def certify(
             session, deployment, region, simulated=provider.simulated, job_id=job_id
         )
         run_id = run.id
-    results = tuple(
-        await run_battery(
-            plan.tests,
-            provider,
-            plan.target,
-            streaming=plan.capabilities.streaming,
-            policy=plan.policy,
-            timeout_s=plan.test_timeout_s,
-            on_result=on_result,
+    try:
+        results = tuple(
+            await run_battery(
+                plan.tests,
+                provider,
+                plan.target,
+                streaming=plan.capabilities.streaming,
+                policy=plan.policy,
+                timeout_s=plan.test_timeout_s,
+                on_result=on_result,
+            )
         )
-    )
+    except BaseException as exc:
+        # Never leave a run RUNNING: interrupted is CANCELLED, our own fault is ERROR.
+        cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+        status = CertificationStatus.CANCELLED if cancelled else CertificationStatus.ERROR
+        message = "cancelled" if cancelled else f"internal error: {type(exc).__name__}: {exc}"
+        with transaction(factory) as session:
+            repo.abort_run(session, run_id, status, message)
+        raise
     score = scored(results)
     with transaction(factory) as session:
         repo.finish_run(session, run_id, results, score)

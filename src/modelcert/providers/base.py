@@ -7,7 +7,7 @@ provider's error code, Retry-After) and the provider's original message.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -129,8 +129,12 @@ class Provider(Protocol):
     kind: str
     simulated: bool
 
-    def chat(self, target: Target, request: ChatRequest) -> AsyncIterator[ChatEvent]:
-        """Send one chat request; yield events until the answer ends or raise ProviderError."""
+    def chat(self, target: Target, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+        """Send one chat request; yield events until the answer ends or raise ProviderError.
+
+        An async generator, so that closing it (`aclose`, e.g. on a timeout) releases the
+        underlying HTTP stream at a known moment. Stop is the last event, Usage before it.
+        OpenAI-compatible endpoints report a matched stop sequence as `end_turn`."""
         ...
 
     async def aclose(self) -> None: ...

@@ -141,7 +141,7 @@ class OpenAIProvider:
     async def chat(self, target: Target, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         """Send one chat request; yield events until the answer ends or raise ProviderError.
 
-        Typed as an AsyncGenerator (a kind of the protocol's AsyncIterator) so that callers
+        An AsyncGenerator, as the protocol asks, so that callers
         can `aclose()` it: a caller that stops early should use `contextlib.aclosing`, and
         closing or cancelling then closes the HTTP stream at once.
         """

@@ -14,7 +14,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -177,7 +177,7 @@ class SimProvider:
         digest = hashlib.sha256(f"{self.seed}|{key[0]}|{key[1]}|{index}".encode()).digest()
         return random.Random(int.from_bytes(digest[:8], "big"))
 
-    async def chat(self, target: Target, request: ChatRequest) -> AsyncIterator[ChatEvent]:
+    async def chat(self, target: Target, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         profile = profile_for(target)
         rng = self._rng(target)
         latency_s = profile.latency.sample_ms(rng) / 1000

@@ -309,6 +309,26 @@ def finish_run(
     return certification
 
 
+def abort_run(session: Session, run_id: int, status: CertificationStatus, message: str) -> None:
+    """Close a run that could not finish (cancelled, or our own fault: ERROR)."""
+    now = utcnow()
+    run = session.get(CertificationRun, run_id)
+    if run is None:
+        return
+    run.status = status.value
+    run.error_message = message
+    run.completed_at = now
+    certification = session.get(Certification, run.certification_id)
+    if certification is not None and certification.status == CertificationStatus.RUNNING.value:
+        certification.status = status.value
+        certification.error_message = message
+        certification.completed_at = now
+        certification.last_run_id = run.id
+        certification.certified_at = None
+        certification.expires_at = None
+    session.flush()
+
+
 def _test_row(position: int, result: TestResult) -> TestResultRow:
     return TestResultRow(
         position=position,
