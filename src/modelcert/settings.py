@@ -31,10 +31,44 @@ class Settings(BaseSettings):
         "model-certification", validation_alias=_env("CERTIFICATION_QUEUE_NAME")
     )
     certification_concurrency: int = Field(
-        3,
+        10,
         ge=1,
         validation_alias=_env("CERTIFICATION_CONCURRENCY"),
-        description="Certifications in flight at once (per worker).",
+        description=(
+            "Certifications in flight at once per worker. The work is network-bound async "
+            "I/O (each certification waits on its provider most of the time), so one "
+            "process keeps 10 busy on a fraction of a core; the old default was 3 and "
+            "was never applied."
+        ),
+    )
+    region_concurrency: int = Field(
+        20,
+        ge=1,
+        validation_alias=_env("MODELCERT_REGION_CONCURRENCY"),
+        description="Certifications running at once in one region, across all workers.",
+    )
+    region_start_rate_per_second: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=_env("MODELCERT_REGION_START_RATE"),
+        description="Certification starts per second in one region, across all workers.",
+    )
+    queue_polling_interval_s: float = Field(
+        0.2,
+        gt=0,
+        validation_alias=_env("MODELCERT_QUEUE_POLL_S"),
+        description="How often a worker looks for queued work (latency vs database load).",
+    )
+    executor_id: str | None = Field(
+        None,
+        validation_alias=_env("MODELCERT_EXECUTOR_ID"),
+        description="Stable, unique id of a worker process (default: host name + worker name).",
+    )
+    shutdown_grace_s: float = Field(
+        60.0,
+        ge=0,
+        validation_alias=_env("MODELCERT_SHUTDOWN_GRACE_S"),
+        description="On SIGTERM, how long in-flight certifications may take to finish.",
     )
     certification_timeout_ms: int = Field(
         300_000,

@@ -27,12 +27,21 @@ def normalise_url(url: str) -> str:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver must not open transactions on its own (its default begins lazily, before
+    # the first write, so a read-then-write is not atomic: two worker processes both saw
+    # a free queue slot and overspent a concurrency limit). SQLAlchemy's "begin" event
+    # below opens every transaction with BEGIN IMMEDIATE instead, taking the write lock.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -42,6 +51,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
@@ -67,8 +77,19 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply the schema migrations (idempotent)."""
+    """Apply the application's and the queue's schema migrations (idempotent)."""
     command.upgrade(alembic_config(engine), revision)
+    migrate_queue_tables(engine)
+
+
+def migrate_queue_tables(engine: Engine) -> None:
+    """DBOS keeps its queue and workflow tables beside ours (schema `dbos` on PostgreSQL).
+
+    Run here, with DBOS's own engine, so that workers can use an engine that opens every
+    transaction with BEGIN IMMEDIATE (DBOS's migrations manage their own transactions)."""
+    from dbos import DBOS  # imported here: the CLI's other commands don't need it
+
+    DBOS.migrate(engine.url.render_as_string(hide_password=False))
 
 
 def downgrade(engine: Engine, revision: str) -> None:

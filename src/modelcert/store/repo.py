@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from modelcert.certify.runner import TestResult
@@ -27,6 +27,7 @@ from modelcert.store.models import (
     Certification,
     CertificationRun,
     Deployment,
+    Job,
     Model,
     Provider,
     TestResultRow,
@@ -285,8 +286,10 @@ def finish_run(
     run = session.get(CertificationRun, run_id)
     if run is None:
         raise NotFoundError(f"unknown run {run_id}", field="run")
+    recorded = {row.test_id for row in run.tests}
     for position, result in enumerate(results):
-        run.tests.append(_test_row(position, result))
+        if result.test_id not in recorded:
+            run.tests.append(_test_row(position, result))
     _copy_score(run, score)
     run.completed_at = now
     run.duration_ms = (now - run.started_at).total_seconds() * 1000 if run.started_at else None
@@ -307,6 +310,41 @@ def finish_run(
         certification.expires_at = None
     session.flush()
     return certification
+
+
+def record_test(session: Session, run_id: int, position: int, result: TestResult) -> None:
+    """Store one finished test as soon as it ends, so progress is visible while a run goes
+    on. Replaces an earlier row of the same test (a step re-executed after a crash)."""
+    existing = session.scalar(
+        select(TestResultRow).where(
+            TestResultRow.run_id == run_id, TestResultRow.test_id == result.test_id
+        )
+    )
+    if existing is not None:
+        session.delete(existing)
+        session.flush()
+    row = _test_row(position, result)
+    row.run_id = run_id
+    session.add(row)
+    session.flush()
+
+
+def count_job_result(session: Session, job_id: str, *, succeeded: bool) -> None:
+    """Add one finished certification to its job's totals (atomic UPDATE, no lost counts)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(
+            processed=Job.processed + 1,
+            succeeded=Job.succeeded + (1 if succeeded else 0),
+            failed=Job.failed + (0 if succeeded else 1),
+        )
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.processed >= Job.total, Job.status != "CANCELLED")
+        .values(status="COMPLETED", completed_at=utcnow())
+    )
 
 
 def abort_run(session: Session, run_id: int, status: CertificationStatus, message: str) -> None:

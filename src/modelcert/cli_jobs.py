@@ -1,0 +1,125 @@
+"""CLI commands of the durable queue: enqueue, jobs, worker."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from modelcert.domain import JobKind, Priority
+from modelcert.errors import UserError
+from modelcert.settings import get_settings
+from modelcert.store import db
+
+jobs_app = typer.Typer(help="Queued certification jobs.", no_args_is_help=True)
+console = Console()
+
+
+def enqueue_command(
+    deployment: Annotated[
+        list[str], typer.Option(help="Deployment id or provider/model-id (repeat).")
+    ],
+    region: Annotated[list[str], typer.Option(help="Region (repeat).")],
+    priority: Annotated[Priority, typer.Option()] = Priority.NORMAL,
+    delay: Annotated[float, typer.Option(help="Seconds before the work may start.")] = 0.0,
+    wait: Annotated[bool, typer.Option(help="Wait until the job completes.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Queue certifications (deployments × regions) for the workers."""
+    from modelcert.jobs.enqueue import Enqueuer
+
+    settings = get_settings()
+    engine = db.make_engine(settings.database_url)
+    if not db.is_current(engine):
+        raise UserError("database has no schema yet: run `modelcert db upgrade`")
+    factory = db.make_session_factory(engine)
+    enqueuer = Enqueuer(engine, settings)
+    try:
+        targets = [(d, r) for d in deployment for r in region]
+        kind = JobKind.SINGLE if len(targets) == 1 else JobKind.MULTIPLE
+        result = enqueuer.enqueue(
+            factory, targets, kind=kind, priority=priority, created_by="cli", delay_s=delay
+        )
+    finally:
+        enqueuer.close()
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "jobId": result.job_id,
+                    "queued": [q.__dict__ for q in result.queued],
+                    "refused": [r.__dict__ for r in result.refused],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for q in result.queued:
+            console.print(f"queued {q.deployment} in {q.region} ({q.workflow_id})")
+        for r in result.refused:
+            console.print(f"[yellow]refused[/] {r.deployment} in {r.region}: {r.reason}")
+        if result.job_id:
+            console.print(f"job {result.job_id}: {len(result.queued)} certifications queued")
+    if wait and result.job_id:
+        _wait_for(factory, result.job_id)
+
+
+def _wait_for(factory: object, job_id: str) -> None:
+    from modelcert.jobs.status import job_summary
+
+    while True:
+        with db.transaction(factory) as session:  # type: ignore[arg-type]
+            summary = job_summary(session, job_id)
+        if summary["status"] in ("COMPLETED", "CANCELLED"):
+            console.print(
+                f"job {job_id} {summary['status']}: {summary['succeeded']} succeeded, "
+                f"{summary['failed']} failed"
+            )
+            return
+        time.sleep(0.5)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """A job's status, totals and certifications."""
+    from modelcert.jobs.status import job_summary
+
+    settings = get_settings()
+    factory = db.make_session_factory(db.make_engine(settings.database_url))
+    with db.transaction(factory) as session:
+        summary = job_summary(session, job_id)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    console.print(
+        f"job {summary['jobId']} {summary['kind']} {summary['status']} "
+        f"priority {summary['priority']}: {summary['processed']}/{summary['total']} "
+        f"processed, {summary['succeeded']} succeeded, {summary['failed']} failed"
+    )
+    for row in summary["certifications"]:
+        console.print(
+            f"  {row.get('deployment')} {row['region']}: {row['status']} "
+            f"{row.get('rating') or ''} {row.get('errorCategory') or ''}"
+        )
+
+
+def worker_command(
+    region: Annotated[
+        list[str] | None, typer.Option(help="Region queue to serve (repeat; default all).")
+    ] = None,
+    executor_id: Annotated[
+        str | None, typer.Option(help="Stable unique id of this worker.")
+    ] = None,
+    health_port: Annotated[
+        int | None, typer.Option(help="Health server port (WORKER_HEALTH_PORT).")
+    ] = None,
+) -> None:
+    """Run a worker: certifications from the region queues, health on WORKER_HEALTH_PORT."""
+    from modelcert.worker.main import run_worker
+
+    run_worker(
+        get_settings(), regions=region or (), executor_id=executor_id, health_port=health_port
+    )

@@ -1,0 +1,72 @@
+"""DBOS set-up: the durable queue lives in the application's own database.
+
+One queue per region carries that region's concurrency and start-rate limits and the
+deduplication of (deployment, region); every worker has a stable executor id; the
+application version is pinned so that the API and every worker see each other's work.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from sqlalchemy import Engine
+
+from modelcert import __version__
+from modelcert.domain import Priority
+from modelcert.settings import Settings
+
+APP_NAME = "modelcert"
+# Workflows are only picked up by workers of the same application version: pin it to
+# the release so the API, the CLI and every worker agree.
+APP_VERSION = f"modelcert-{__version__}"
+WORKFLOW_NAME = "certify_deployment"
+
+# DBOS runs priority 0 first (and 0 is its default): always set one explicitly.
+PRIORITY_VALUES: dict[Priority, int] = {Priority.HIGH: 1, Priority.NORMAL: 5, Priority.LOW: 9}
+
+
+def queue_name(settings: Settings, region: str) -> str:
+    return f"{settings.certification_queue_name}.{region}"
+
+
+def region_of_queue(settings: Settings, name: str) -> str | None:
+    prefix = f"{settings.certification_queue_name}."
+    return name[len(prefix) :] if name.startswith(prefix) else None
+
+
+def default_executor_id(worker_name: str = "worker-1") -> str:
+    """Stable across restarts of the same worker on the same host, unique per worker."""
+    return f"{socket.gethostname()}-{worker_name}"
+
+
+def queue_options(settings: Settings) -> dict[str, Any]:
+    """The limits every region queue gets (DBOS `register_queue` keyword arguments)."""
+    start_rate = settings.region_start_rate_per_second
+    # DBOS limiters take an integer count per period: express fractional rates per 10 s.
+    limiter = (
+        {"limit": int(start_rate), "period": 1.0}
+        if float(start_rate).is_integer()
+        else {"limit": max(1, round(start_rate * 10)), "period": 10.0}
+    )
+    return {
+        "global_concurrency": settings.region_concurrency,
+        "worker_concurrency": settings.certification_concurrency,
+        "limiter": limiter,
+        "polling_interval_sec": settings.queue_polling_interval_s,
+    }
+
+
+def dbos_config(settings: Settings, engine: Engine, executor_id: str) -> dict[str, Any]:
+    """A DBOSConfig sharing the application's engine (so SQLite gets BEGIN IMMEDIATE)."""
+    return {
+        "name": APP_NAME,
+        "system_database_url": engine.url.render_as_string(hide_password=False),
+        "system_database_engine": engine,
+        "executor_id": executor_id,
+        "application_version": APP_VERSION,
+        # Migrations ran in `store.db.upgrade` with DBOS's own engine.
+        "run_migrations": False,
+        "log_level": "WARNING",
+        "max_executor_threads": 64,
+    }

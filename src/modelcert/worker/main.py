@@ -1,0 +1,145 @@
+"""`modelcert worker`: a dedicated process that runs certifications from the region
+queues it serves, reports its health, and shuts down gracefully on SIGTERM / SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from dbos import DBOS
+from sqlalchemy import Engine, text
+
+from modelcert.domain import DEFAULT_REGIONS
+from modelcert.jobs.engine import dbos_config, default_executor_id, queue_name, queue_options
+from modelcert.jobs.runtime import WorkerRuntime, configure_runtime
+from modelcert.obs import metrics
+from modelcert.obs.logging import configure_logging, log_event
+from modelcert.settings import Settings
+from modelcert.store import db, repo
+from modelcert.store.db import transaction
+from modelcert.worker.health import HealthServer, WorkerState, database_check
+
+HEARTBEAT_INTERVAL_S = 5.0
+
+
+def served_regions(engine: Engine, requested: Sequence[str]) -> tuple[str, ...]:
+    """The requested regions, or every region a catalog provider serves (plus the defaults)."""
+    if requested:
+        return tuple(dict.fromkeys(requested))
+    factory = db.make_session_factory(engine)
+    with transaction(factory) as session:
+        regions = {r for d in repo.list_deployments(session) for r in d.provider.regions}
+    return tuple(sorted(regions | set(DEFAULT_REGIONS)))
+
+
+class Worker:
+    """One worker process: DBOS executor + health server + heartbeat."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        regions: Sequence[str] = (),
+        executor_id: str | None = None,
+        health_port: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = db.make_engine(settings.database_url)
+        db.upgrade(self.engine)
+        self.regions = served_regions(self.engine, regions)
+        self.executor_id = executor_id or settings.executor_id or default_executor_id()
+        self.runtime = WorkerRuntime(
+            factory=db.make_session_factory(self.engine),
+            settings=settings,
+            executor_id=self.executor_id,
+        )
+        self.state = WorkerState(
+            executor_id=self.executor_id,
+            regions=self.regions,
+            concurrency=settings.certification_concurrency,
+            started_at=time.time(),
+            last_heartbeat=None,
+            last_queue_poll=None,
+            in_flight=self.runtime.in_flight,
+        )
+        self.health = HealthServer(
+            self.state,
+            database_check(self.engine),
+            port=settings.worker_health_port if health_port is None else health_port,
+        )
+        self._stop = threading.Event()
+
+    def _queue_names(self) -> list[str]:
+        return [queue_name(self.settings, region) for region in self.regions]
+
+    def start(self) -> None:
+        configure_runtime(self.runtime)
+        import modelcert.jobs.workflows  # noqa: F401  (registers the workflow with DBOS)
+
+        DBOS(config=dbos_config(self.settings, self.engine, self.executor_id))  # type: ignore[arg-type]
+        DBOS.listen_queues(self._queue_names())
+        DBOS.launch()  # also resumes this executor's unfinished workflows
+        for name in self._queue_names():
+            DBOS.register_queue(name, on_conflict="always_update", **queue_options(self.settings))
+        self.health.start()
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        metrics.set_worker_up()
+        log_event(
+            "worker_started",
+            executor_id=self.executor_id,
+            regions=list(self.regions),
+            concurrency=self.settings.certification_concurrency,
+            health_port=self.health.port,
+        )
+
+    def _heartbeat_loop(self) -> None:
+        queues = {f"queue-worker-{name}" for name in self._queue_names()}
+        while not self._stop.is_set():
+            try:
+                with self.engine.connect() as connection:
+                    connection.execute(text("SELECT 1"))
+                self.state.last_heartbeat = time.time()
+            except Exception as exc:  # the database is down: /health will say so
+                log_event("error", where="heartbeat", error=f"{type(exc).__name__}: {exc}")
+            alive = {t.name for t in threading.enumerate() if t.is_alive()}
+            if queues <= alive:
+                self.state.last_queue_poll = time.time()
+            self._stop.wait(HEARTBEAT_INTERVAL_S)
+
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        self.state.shutting_down = True
+        self._stop.set()
+
+    def run_forever(self) -> None:
+        """Start, then block until SIGTERM / SIGINT; finish in-flight work within the grace."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        self.start()
+        self._stop.wait()
+        log_event(
+            "worker_stopping",
+            executor_id=self.executor_id,
+            in_flight=len(self.runtime.in_flight),
+            grace_s=self.settings.shutdown_grace_s,
+        )
+        # DBOS stops dequeuing and waits for running workflows up to the grace period;
+        # whatever is still unfinished resumes when this executor id starts again.
+        DBOS.destroy(workflow_completion_timeout_sec=int(self.settings.shutdown_grace_s))
+        self.health.stop()
+        log_event("worker_stopped", executor_id=self.executor_id)
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    regions: Sequence[str] = (),
+    executor_id: str | None = None,
+    health_port: int | None = None,
+) -> None:
+    configure_logging(json_lines=settings.log_json, level=settings.log_level)
+    Worker(
+        settings, regions=regions, executor_id=executor_id, health_port=health_port
+    ).run_forever()
