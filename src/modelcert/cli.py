@@ -8,14 +8,16 @@ import json
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert import render
+from modelcert import auth, render
 from modelcert.certify.service import CertificationReport, certify
 from modelcert.demo import DEMO_DEPLOYMENTS, DEMO_PROVIDER, DEMO_REGIONS, seed_demo_catalog
 from modelcert.domain import Capabilities, InferenceType
@@ -35,6 +37,8 @@ sync_app = typer.Typer(help="Discover deployments from a provider.", no_args_is_
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
 catalog_app.add_typer(sync_app, name="sync")
+apikey_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
 
 # Wide enough for the matrix when output is piped (rich falls back to 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -273,6 +277,86 @@ def demo(
     _run(go)
     console.print(f"{len(pairs)} certifications in {time.perf_counter() - started:.1f} s")
     matrix(as_json=False)
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Argument(help="Unique name, e.g. the person or robot using it.")],
+    role: Annotated[str, typer.Option(help="viewer | operator | admin")],
+) -> None:
+    """Create an API key and print it, once: only a hash of it is stored."""
+    with db.transaction(_factory()) as session:
+        key, plain = auth.create_api_key(session, name, role)
+        label = f"{key.name} ({key.role})"
+    # Printed after the commit: a key shown must exist. Only the key goes to stdout, so
+    # that `KEY=$(modelcert apikey create …)` captures it alone.
+    print(
+        f"API key {label} created. Store it now (a secret manager, say): it is shown only "
+        "this once and cannot be recovered.",
+        file=sys.stderr,
+    )
+    print(plain)
+
+
+def _when(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S} UTC" if value is not None else "-"
+
+
+@apikey_app.command("list")
+def apikey_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List API keys: name, prefix, role, dates. Never the key or its hash."""
+    with db.transaction(_factory()) as session:
+        keys = auth.list_api_keys(session)
+    if as_json:
+        rows = [
+            {
+                "name": k.name,
+                "prefix": f"{auth.KEY_TAG}{k.prefix}",
+                "role": k.role,
+                "created_at": k.created_at.isoformat(),
+                "last_used_at": k.last_used_at and k.last_used_at.isoformat(),
+                "revoked_at": k.revoked_at and k.revoked_at.isoformat(),
+            }
+            for k in keys
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "prefix", "role", "created", "last used", "revoked")
+    for k in keys:
+        table.add_row(
+            k.name,
+            f"{auth.KEY_TAG}{k.prefix}…",
+            k.role,
+            _when(k.created_at),
+            _when(k.last_used_at),
+            _when(k.revoked_at),
+        )
+    console.print(table)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(name: Annotated[str, typer.Argument(help="Name of the key.")]) -> None:
+    """Revoke an API key for good."""
+    with db.transaction(_factory()) as session:
+        key = auth.revoke_api_key(session, name)
+        console.print(f"API key {key.name} revoked ({_when(key.revoked_at)})")
+
+
+@app.command("api")
+def api_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs). Requests need an API key."""
+    import uvicorn
+
+    from modelcert.api.app import create_app
+
+    settings = get_settings()
+    factory = _factory()  # refuses to start on a database without a schema
+    uvicorn.run(
+        create_app(settings, factory), host=host, port=port, log_level=settings.log_level.lower()
+    )
 
 
 def main() -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine, create_engine
 
+# Imported for its side effect: models kept outside models.py register their tables on
+# Base.metadata, which autogenerate compares against.
+import modelcert.store.auth_models  # noqa: F401
 from modelcert.store.models import Base
 
 config = context.config

@@ -1,0 +1,51 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelcert import __version__
+from modelcert.api.errors import install_error_handlers
+from modelcert.api.routes import system
+from modelcert.settings import Settings, get_settings
+from modelcert.store import db
+
+
+def create_app(
+    settings: Settings | None = None,
+    session_factory: sessionmaker[Session] | None = None,
+) -> FastAPI:
+    """The API on `session_factory`, or on a new engine for `settings.database_url`.
+
+    Add an area by writing `modelcert/api/routes/<area>.py` with a `router` and
+    including it below.
+    """
+    settings = settings or get_settings()
+    # An engine made here is closed here, at shutdown; one handed in belongs to the caller.
+    own_engine = None
+    if session_factory is None:
+        own_engine = db.make_engine(settings.database_url)
+        session_factory = db.make_session_factory(own_engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if own_engine is not None:
+            own_engine.dispose()
+
+    app = FastAPI(
+        title="modelcert",
+        version=__version__,
+        description="Certifies AI model deployments per region. Bearer API keys.",
+        docs_url="/docs",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.session_factory = session_factory
+    install_error_handlers(app)
+    app.include_router(system.router)
+    return app

@@ -1,0 +1,81 @@
+"""FastAPI dependencies, as `Annotated` aliases a route declares in its signature:
+`session: SessionDep`, `key: CurrentKey`, `key: OperatorKey`, `key: AdminKey`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelcert.auth import Role, authenticate, key_role
+from modelcert.store.auth_models import ApiKey
+
+log = logging.getLogger(__name__)
+
+# auto_error=False: FastAPI's own error would be a 403 without WWW-Authenticate; a missing
+# or malformed header is a 401 here, like a wrong key. It also documents the scheme in /docs.
+_bearer = HTTPBearer(auto_error=False, description="An API key: `modelcert apikey create`.")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request, from the factory `create_app` put on `app.state`."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    with factory() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_current_key(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiKey:
+    """The API key presented as a bearer token; 401 when missing, unknown or revoked."""
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing API key: send the header 'Authorization: Bearer <key>'",
+            headers=_CHALLENGE,
+        )
+    key = authenticate(session, credentials.credentials)
+    if key is None:
+        # Never log what was presented: it may be a real key pasted in the wrong place.
+        log.warning("API request with an invalid or revoked key rejected")
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="invalid or revoked API key",
+            headers=_CHALLENGE,
+        )
+    # Committed now, so that last_used_at is kept even if the route itself fails.
+    session.commit()
+    return key
+
+
+CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
+
+
+def require_role(required: Role) -> Callable[[ApiKey], ApiKey]:
+    """A dependency: the current key if its role is `required` or higher, else 403."""
+
+    def check_role(key: CurrentKey) -> ApiKey:
+        if key_role(key) < required:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=(
+                    f"this needs the {required.value} role or higher; "
+                    f"API key {key.name!r} has the {key.role} role"
+                ),
+            )
+        return key
+
+    return check_role
+
+
+OperatorKey = Annotated[ApiKey, Depends(require_role(Role.operator))]
+AdminKey = Annotated[ApiKey, Depends(require_role(Role.admin))]

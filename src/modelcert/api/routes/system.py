@@ -1,0 +1,89 @@
+"""System routes: health (open), who am I (any key), API keys (admin)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from modelcert import auth
+from modelcert.api.deps import AdminKey, CurrentKey, SessionDep
+from modelcert.auth import Role
+from modelcert.store.auth_models import ApiKey
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api", tags=["system"])
+
+
+class Health(BaseModel):
+    status: str  # ok | unavailable
+    database: str  # ok, or the kind of error (never its text, which may name hosts)
+    schema_revision: str | None = None
+
+
+class Identity(BaseModel):
+    name: str
+    role: Role
+
+
+class ApiKeyOut(BaseModel):
+    """What may be shown of a key: never its hash, and the plain key is not kept at all."""
+
+    name: str
+    prefix: str
+    role: Role
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyOut:
+        return cls(
+            name=key.name,
+            prefix=key.prefix,
+            role=auth.key_role(key),
+            created_at=key.created_at,
+            last_used_at=key.last_used_at,
+            revoked_at=key.revoked_at,
+        )
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Health}},
+)
+def health(session: SessionDep) -> Health | JSONResponse:
+    """200 when the database answers and has a schema; 503 otherwise. No key needed."""
+    try:
+        revision = session.scalar(text("SELECT version_num FROM alembic_version"))
+    except SQLAlchemyError as exc:
+        log.warning("health check: database unavailable: %s", type(exc).__name__)
+        body = Health(status="unavailable", database=type(exc).__name__)
+        return JSONResponse(status_code=503, content=body.model_dump())
+    return Health(status="ok", database="ok", schema_revision=revision)
+
+
+@router.get("/whoami", response_model=Identity)
+def whoami(key: CurrentKey) -> Identity:
+    """The name and role of the key making the request."""
+    return Identity(name=key.name, role=auth.key_role(key))
+
+
+@router.get("/keys", response_model=list[ApiKeyOut])
+def list_keys(session: SessionDep, _admin: AdminKey, role: Role | None = None) -> list[ApiKeyOut]:
+    """Every API key, revoked ones included; `role` keeps only keys with that role."""
+    return [ApiKeyOut.of(key) for key in auth.list_api_keys(session, role)]
+
+
+@router.delete("/keys/{name}", response_model=ApiKeyOut)
+def revoke_key(name: str, session: SessionDep, _admin: AdminKey) -> ApiKeyOut:
+    """Revoke a key for good (a leaked one, say); 404 if there is no key of that name."""
+    key = auth.revoke_api_key(session, name)
+    session.commit()
+    return ApiKeyOut.of(key)
