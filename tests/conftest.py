@@ -61,6 +61,9 @@ def _reset_postgres(url: str) -> None:
     with engine.connect() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))
+        # The queue's tables (DBOS) live in their own schema: a test must not inherit
+        # another test's queued workflows or deduplication ids.
+        connection.execute(text("DROP SCHEMA IF EXISTS dbos CASCADE"))
     engine.dispose()
 
 

@@ -17,7 +17,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert import auth, render
+from modelcert import auth, cli_jobs, render
 from modelcert.certify.service import CertificationReport, certify
 from modelcert.demo import DEMO_DEPLOYMENTS, DEMO_PROVIDER, DEMO_REGIONS, seed_demo_catalog
 from modelcert.domain import Capabilities, InferenceType
@@ -357,6 +357,11 @@ def api_command(
     uvicorn.run(
         create_app(settings, factory), host=host, port=port, log_level=settings.log_level.lower()
     )
+
+
+app.command("enqueue")(cli_jobs.enqueue_command)
+app.command("worker")(cli_jobs.worker_command)
+app.add_typer(cli_jobs.jobs_app, name="jobs")
 
 
 def main() -> None:

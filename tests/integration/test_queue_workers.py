@@ -1,0 +1,180 @@
+"""The durable queue with real worker processes, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelcert.domain import JobKind
+from modelcert.jobs.enqueue import Enqueuer
+from modelcert.jobs.status import job_summary
+from modelcert.settings import Settings
+from modelcert.store import repo
+from modelcert.store.db import transaction
+from modelcert.store.models import CertificationRun, TestResultRow
+from tests.support.workers import WorkerProcess
+
+REGIONS = ("us-east-1", "eu-west-1")
+
+
+@pytest.fixture
+def queue_settings(database_url: str) -> Settings:
+    # Must match what the worker processes read from their environment.
+    return Settings(database_url=database_url, queue_polling_interval_s=0.1)
+
+
+@pytest.fixture
+def catalog(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    with transaction(factory) as session:
+        repo.add_provider(
+            session,
+            slug="lab",
+            kind="sim",
+            regions=list(REGIONS),
+            config={"retry_base_ms": 10, "seed": 7},
+        )
+        for name, latency in (("steady", 300), ("quick", 20)):
+            repo.add_deployment(
+                session,
+                provider_slug="lab",
+                provider_model_id=name,
+                options={"profile": "healthy-fast", "latency_ms": latency},
+            )
+    return factory
+
+
+@pytest.fixture
+def enqueuer(engine: Engine, queue_settings: Settings) -> Iterator[Enqueuer]:
+    value = Enqueuer(engine, queue_settings)
+    yield value
+    value.close()
+
+
+@pytest.fixture
+def workers(database_url: str, tmp_path: Path) -> Iterator[Callable[[str], WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(executor_id: str) -> WorkerProcess:
+        worker = WorkerProcess(database_url, executor_id, tmp_path, regions=REGIONS).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def summary(factory: sessionmaker[Session], job_id: str) -> dict[str, object]:
+    with transaction(factory) as session:
+        return job_summary(session, job_id)
+
+
+def completed(factory: sessionmaker[Session], job_id: str) -> bool:
+    return summary(factory, job_id)["status"] == "COMPLETED"
+
+
+def test_jobs_wait_without_a_worker_and_complete_when_one_starts(
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: Callable[[str], WorkerProcess]
+) -> None:
+    result = enqueuer.enqueue(catalog, [("lab/quick", r) for r in REGIONS], kind=JobKind.MULTIPLE)
+    assert result.job_id and len(result.queued) == 2
+    time.sleep(1.0)
+    queued = summary(catalog, result.job_id)
+    assert queued["status"] == "QUEUED"
+    assert {c["status"] for c in queued["certifications"]} == {"QUEUED"}  # type: ignore[union-attr]
+
+    workers("w-late")
+    wait_for(lambda: completed(catalog, result.job_id or ""), what="job completion")
+    done = summary(catalog, result.job_id)
+    assert (done["processed"], done["succeeded"]) == (2, 2)
+    assert {c["executorId"] for c in done["certifications"]} == {"w-late"}  # type: ignore[union-attr]
+
+
+def test_duplicates_are_refused_while_queued_or_running(
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: Callable[[str], WorkerProcess]
+) -> None:
+    first = enqueuer.enqueue(catalog, [("lab/steady", "us-east-1")], kind=JobKind.SINGLE)
+    again = enqueuer.enqueue(
+        catalog, [("lab/steady", "us-east-1"), ("lab/quick", "us-east-1")], kind=JobKind.MULTIPLE
+    )
+    assert [r.deployment for r in again.refused] == ["lab/steady"]
+    assert [q.deployment for q in again.queued] == ["lab/quick"]
+    workers("w-dup")
+    wait_for(lambda: completed(catalog, first.job_id or ""), what="first job")
+    after = enqueuer.enqueue(catalog, [("lab/steady", "us-east-1")], kind=JobKind.SINGLE)
+    assert after.job_id and not after.refused  # free again once finished
+
+
+def _running_run(factory: sessionmaker[Session], executor_id: str, min_tests: int) -> int | None:
+    with transaction(factory) as session:
+        for run in session.scalars(
+            select(CertificationRun).where(
+                CertificationRun.executor_id == executor_id, CertificationRun.status == "RUNNING"
+            )
+        ):
+            tests = session.scalars(select(TestResultRow).where(TestResultRow.run_id == run.id))
+            if len(list(tests)) >= min_tests:
+                return run.id
+    return None
+
+
+def _test_rows(factory: sessionmaker[Session], run_id: int) -> dict[str, int]:
+    with transaction(factory) as session:
+        rows = session.scalars(select(TestResultRow).where(TestResultRow.run_id == run_id))
+        return {row.test_id: row.id for row in rows}
+
+
+def test_a_killed_worker_resumes_without_rerunning_completed_tests(
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: Callable[[str], WorkerProcess]
+) -> None:
+    targets = [(d, r) for d in ("lab/steady", "lab/quick") for r in REGIONS]
+    job = enqueuer.enqueue(catalog, targets, kind=JobKind.MULTIPLE)
+    victim = workers("w-victim")
+    workers("w-other")
+    run_id: int | None = None
+
+    def victim_mid_run() -> bool:
+        nonlocal run_id
+        run_id = _running_run(catalog, "w-victim", min_tests=4)
+        return run_id is not None
+
+    wait_for(victim_mid_run, what="the victim to be mid-certification")
+    assert run_id is not None
+    before = _test_rows(catalog, run_id)
+    victim.kill()
+    workers("w-victim")  # the same stable executor id comes back and resumes its work
+    wait_for(lambda: completed(catalog, job.job_id or ""), what="job completion after kill")
+
+    after = _test_rows(catalog, run_id)
+    # Tests finished before the kill keep their rows: their steps were not executed again
+    # (at most the one test in flight at the kill is repeated).
+    kept = [test for test, row_id in before.items() if after.get(test) == row_id]
+    assert len(kept) >= len(before) - 1, (before, after)
+    done = summary(catalog, job.job_id or "")
+    assert (done["processed"], done["succeeded"]) == (4, 4)
+
+
+def test_sigterm_lets_the_in_flight_certification_finish(
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: Callable[[str], WorkerProcess]
+) -> None:
+    job = enqueuer.enqueue(catalog, [("lab/steady", "eu-west-1")], kind=JobKind.SINGLE)
+    worker = workers("w-term")
+    wait_for(lambda: _running_run(catalog, "w-term", min_tests=1) is not None, what="a run")
+    assert worker.terminate() == 0
+    done = summary(catalog, job.job_id or "")
+    assert done["status"] == "COMPLETED" and done["succeeded"] == 1
+    assert '"worker_stopped"' in worker.log()
