@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dbos import DBOS
+from dbos._error import DBOSWorkflowCancelledError
 from sqlalchemy import update
 
 from modelcert.certify.battery import BATTERY_BY_ID, PlannedTest
@@ -143,6 +144,17 @@ async def finish(prepared: PreparedRun, results: list[TestResult]) -> dict[str, 
         }
 
 
+def _abort(run_id: int, status: CertificationStatus, message: str) -> None:
+    with transaction(runtime().factory) as session:
+        repo.abort_run(session, run_id, status, message)
+
+
+def _finished(region: str, prepared: PreparedRun, status: str, started: float) -> None:
+    metrics.record_certification_finished(
+        region, prepared.provider_kind, status, time.monotonic() - started
+    )
+
+
 @DBOS.workflow(name=WORKFLOW_NAME)
 async def certify_deployment(job_id: str | None, deployment_id: int, region: str) -> dict[str, Any]:
     """Certify one deployment in one region, durably."""
@@ -179,17 +191,23 @@ async def certify_deployment(job_id: str | None, deployment_id: int, region: str
                     },
                 )
             summary = await finish(prepared, results)
-        except BaseException:
-            metrics.record_certification_finished(
-                region,
-                prepared.provider_kind,
-                CertificationStatus.CANCELLED.value,
-                time.monotonic() - started,
+        except DBOSWorkflowCancelledError:
+            await asyncio.to_thread(
+                _abort, prepared.run_id, CertificationStatus.CANCELLED, "cancelled"
             )
+            _finished(region, prepared, CertificationStatus.CANCELLED.value, started)
             raise
-        metrics.record_certification_finished(
-            region, prepared.provider_kind, summary["status"], time.monotonic() - started
-        )
+        except asyncio.CancelledError:
+            # The worker is shutting down: the workflow resumes later, leave its rows as they are.
+            raise
+        except Exception as exc:
+            # Our own fault, not the model's: recorded as ERROR with the reason.
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            await asyncio.to_thread(_abort, prepared.run_id, CertificationStatus.ERROR, message)
+            _finished(region, prepared, CertificationStatus.ERROR.value, started)
+            log_event("error", workflow_id=DBOS.workflow_id, error=message)
+            raise
+        _finished(region, prepared, summary["status"], started)
         event = "completed" if summary["status"] in ("CERTIFIED", "QUALITY_WARNING") else "failed"
         log_event(event, workflow_id=DBOS.workflow_id, **summary)
         await DBOS.set_event_async("progress", {"type": "complete", "certification": summary})
