@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.domain import JobKind
+from modelcert.domain import JobKind, Priority
+from modelcert.jobs.cancel import cancel_job
 from modelcert.jobs.enqueue import Enqueuer
 from modelcert.jobs.status import job_summary
 from modelcert.settings import Settings
@@ -55,12 +56,17 @@ def enqueuer(engine: Engine, queue_settings: Settings) -> Iterator[Enqueuer]:
     value.close()
 
 
+StartWorker = Callable[..., WorkerProcess]
+
+
 @pytest.fixture
-def workers(database_url: str, tmp_path: Path) -> Iterator[Callable[[str], WorkerProcess]]:
+def workers(database_url: str, tmp_path: Path) -> Iterator[StartWorker]:
     started: list[WorkerProcess] = []
 
-    def start(executor_id: str) -> WorkerProcess:
-        worker = WorkerProcess(database_url, executor_id, tmp_path, regions=REGIONS).start()
+    def start(executor_id: str, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(
+            database_url, executor_id, tmp_path, regions=REGIONS, env=env
+        ).start()
         started.append(worker)
         return worker
 
@@ -88,7 +94,7 @@ def completed(factory: sessionmaker[Session], job_id: str) -> bool:
 
 
 def test_jobs_wait_without_a_worker_and_complete_when_one_starts(
-    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: Callable[[str], WorkerProcess]
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
 ) -> None:
     result = enqueuer.enqueue(catalog, [("lab/quick", r) for r in REGIONS], kind=JobKind.MULTIPLE)
     assert result.job_id and len(result.queued) == 2
@@ -105,7 +111,7 @@ def test_jobs_wait_without_a_worker_and_complete_when_one_starts(
 
 
 def test_duplicates_are_refused_while_queued_or_running(
-    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: Callable[[str], WorkerProcess]
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
 ) -> None:
     first = enqueuer.enqueue(catalog, [("lab/steady", "us-east-1")], kind=JobKind.SINGLE)
     again = enqueuer.enqueue(
@@ -139,7 +145,7 @@ def _test_rows(factory: sessionmaker[Session], run_id: int) -> dict[str, int]:
 
 
 def test_a_killed_worker_resumes_without_rerunning_completed_tests(
-    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: Callable[[str], WorkerProcess]
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
 ) -> None:
     targets = [(d, r) for d in ("lab/steady", "lab/quick") for r in REGIONS]
     job = enqueuer.enqueue(catalog, targets, kind=JobKind.MULTIPLE)
@@ -169,7 +175,7 @@ def test_a_killed_worker_resumes_without_rerunning_completed_tests(
 
 
 def test_sigterm_lets_the_in_flight_certification_finish(
-    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: Callable[[str], WorkerProcess]
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
 ) -> None:
     job = enqueuer.enqueue(catalog, [("lab/steady", "eu-west-1")], kind=JobKind.SINGLE)
     worker = workers("w-term")
@@ -178,3 +184,116 @@ def test_sigterm_lets_the_in_flight_certification_finish(
     done = summary(catalog, job.job_id or "")
     assert done["status"] == "COMPLETED" and done["succeeded"] == 1
     assert '"worker_stopped"' in worker.log()
+
+
+def test_cancel_stops_a_running_certification_between_tests(
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
+) -> None:
+    job = enqueuer.enqueue(catalog, [("lab/steady", "us-east-1")], kind=JobKind.SINGLE)
+    workers("w-cancel")
+    run_id: int | None = None
+
+    def running() -> bool:
+        nonlocal run_id
+        run_id = _running_run(catalog, "w-cancel", min_tests=2)
+        return run_id is not None
+
+    wait_for(running, what="a running certification")
+    at_cancel = _test_rows(catalog, run_id or 0)
+    assert cancel_job(catalog, enqueuer.client, job.job_id or "") == 1
+    wait_for(lambda: _run_status(catalog, run_id or 0) == "CANCELLED", what="run cancelled")
+    time.sleep(2.0)  # the test in flight at the cancel may still finish and be stored
+    settled = _test_rows(catalog, run_id or 0)
+    assert len(settled) <= len(at_cancel) + 1
+    time.sleep(2.0)
+    assert _test_rows(catalog, run_id or 0) == settled  # no further test started
+    assert len(settled) < 12
+    done = summary(catalog, job.job_id or "")
+    assert done["status"] == "CANCELLED"
+    assert [c["status"] for c in done["certifications"]] == ["CANCELLED"]  # type: ignore[union-attr]
+
+
+def _run_status(factory: sessionmaker[Session], run_id: int) -> str | None:
+    with transaction(factory) as session:
+        run = session.get(CertificationRun, run_id)
+        return run.status if run else None
+
+
+def _runs(factory: sessionmaker[Session]) -> list[CertificationRun]:
+    with transaction(factory) as session:
+        return list(session.scalars(select(CertificationRun).order_by(CertificationRun.id)))
+
+
+def test_higher_priority_runs_first(
+    catalog: sessionmaker[Session], engine: Engine, database_url: str, workers: StartWorker
+) -> None:
+    one_at_a_time = Settings(
+        database_url=database_url, queue_polling_interval_s=0.1, certification_concurrency=1
+    )
+    enqueuer = Enqueuer(engine, one_at_a_time)
+    try:
+        low = enqueuer.enqueue(
+            catalog,
+            [("lab/quick", "us-east-1"), ("lab/quick", "eu-west-1")],
+            kind=JobKind.MULTIPLE,
+            priority=Priority.LOW,
+        )
+        high = enqueuer.enqueue(
+            catalog, [("lab/steady", "us-east-1")], kind=JobKind.SINGLE, priority=Priority.HIGH
+        )
+    finally:
+        enqueuer.close()
+    workers("w-prio", CERTIFICATION_CONCURRENCY="1")
+    wait_for(
+        lambda: completed(catalog, low.job_id or "") and completed(catalog, high.job_id or ""),
+        what="both jobs",
+    )
+    us_east = [run for run in _runs(catalog) if run.region == "us-east-1"]
+    assert [run.job_id for run in us_east] == [high.job_id, low.job_id]
+
+
+def test_region_limits_hold_across_two_workers(
+    catalog: sessionmaker[Session], engine: Engine, database_url: str, workers: StartWorker
+) -> None:
+    # Each worker may run 2, the region only 3 in all: the two workers must share.
+    limits = {
+        "MODELCERT_REGION_CONCURRENCY": "3",
+        "MODELCERT_REGION_START_RATE": "2",
+        "CERTIFICATION_CONCURRENCY": "2",
+    }
+    limited = Settings(
+        database_url=database_url,
+        queue_polling_interval_s=0.1,
+        region_concurrency=3,
+        region_start_rate_per_second=2,
+        certification_concurrency=2,
+    )
+    with transaction(catalog) as session:
+        for index in range(8):
+            repo.add_deployment(
+                session,
+                provider_slug="lab",
+                provider_model_id=f"m{index}",
+                options={"profile": "healthy-fast", "latency_ms": 20},
+            )
+    workers("w-lim-1", **limits)
+    workers("w-lim-2", **limits)
+    enqueuer = Enqueuer(engine, limited)
+    try:
+        job = enqueuer.enqueue(
+            catalog, [(f"lab/m{i}", "us-east-1") for i in range(8)], kind=JobKind.MULTIPLE
+        )
+    finally:
+        enqueuer.close()
+    wait_for(lambda: completed(catalog, job.job_id or ""), what="the limited job")
+
+    runs = _runs(catalog)
+    assert {run.executor_id for run in runs} == {"w-lim-1", "w-lim-2"}  # both took work
+    spans = [(run.started_at, run.completed_at) for run in runs]
+    peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)  # type: ignore[operator]
+    assert peak <= 3, peak
+    per_second: dict[int, int] = {}
+    for start, _ in spans:
+        second = int(start.timestamp())  # type: ignore[union-attr]
+        per_second[second] = per_second.get(second, 0) + 1
+    assert max(per_second.values()) <= 2, per_second

@@ -51,7 +51,8 @@ def queue_options(settings: Settings) -> dict[str, Any]:
     )
     return {
         "global_concurrency": settings.region_concurrency,
-        "worker_concurrency": settings.certification_concurrency,
+        # DBOS requires a worker's share to fit within the region's total.
+        "worker_concurrency": min(settings.certification_concurrency, settings.region_concurrency),
         "limiter": limiter,
         "polling_interval_sec": settings.queue_polling_interval_s,
     }
