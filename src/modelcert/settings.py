@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         validation_alias=_env("MODELCERT_EXECUTOR_ID"),
         description="Stable, unique id of a worker process (default: host name + worker name).",
     )
+    worker_dead_after_s: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=_env("MODELCERT_WORKER_DEAD_AFTER_S"),
+        description="A worker silent this long is dead: the reaper requeues its work.",
+    )
     shutdown_grace_s: float = Field(
         60.0,
         ge=0,

@@ -297,3 +297,29 @@ def test_region_limits_hold_across_two_workers(
         second = int(start.timestamp())  # type: ignore[union-attr]
         per_second[second] = per_second.get(second, 0) + 1
     assert max(per_second.values()) <= 2, per_second
+
+
+def test_the_reaper_requeues_a_dead_workers_certifications(
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
+) -> None:
+    fast_reaper = {"MODELCERT_WORKER_DEAD_AFTER_S": "4"}
+    job = enqueuer.enqueue(catalog, [("lab/steady", r) for r in REGIONS], kind=JobKind.MULTIPLE)
+    victim = workers("w-dead", **fast_reaper)
+    run_id: int | None = None
+
+    def mid_run() -> bool:
+        nonlocal run_id
+        run_id = _running_run(catalog, "w-dead", min_tests=3)
+        return run_id is not None
+
+    wait_for(mid_run, what="the victim mid-certification")
+    victim.kill()  # never comes back
+    before = _test_rows(catalog, run_id or 0)
+    survivor = workers("w-survivor", **fast_reaper)
+    wait_for(lambda: completed(catalog, job.job_id or ""), what="the job, after the reaper")
+    after = _test_rows(catalog, run_id or 0)
+    kept = [test for test, row_id in before.items() if after.get(test) == row_id]
+    assert len(kept) >= len(before) - 1, (before, after)
+    assert '"stalled"' in survivor.log() and "w-dead" in survivor.log()
+    done = summary(catalog, job.job_id or "")
+    assert (done["processed"], done["succeeded"]) == (2, 2), done

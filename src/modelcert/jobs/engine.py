@@ -71,3 +71,8 @@ def dbos_config(settings: Settings, engine: Engine, executor_id: str) -> dict[st
         "log_level": "WARNING",
         "max_executor_threads": 64,
     }
+
+
+def dbos_table(dialect_name: str, table: str) -> str:
+    """A DBOS system table's name in SQL: PostgreSQL keeps them in the `dbos` schema."""
+    return table if dialect_name == "sqlite" else f"dbos.{table}"

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from modelcert.jobs.engine import WORKFLOW_NAME, region_of_queue
+from modelcert.jobs.engine import WORKFLOW_NAME, dbos_table, region_of_queue
 from modelcert.settings import Settings
 
 # DBOS workflow status -> the old queue's vocabulary (DOMAIN §6).
@@ -33,9 +33,10 @@ def _table(session: Session) -> str:
 
 def queue_counts(session: Session, settings: Settings) -> dict[tuple[str, str], int]:
     """(region, state) -> number of certification workflows."""
+    table = dbos_table(session.get_bind().dialect.name, "workflow_status")
     rows = session.execute(
         text(
-            f"SELECT queue_name, status, COUNT(*) FROM {_table(session)} "
+            f"SELECT queue_name, status, COUNT(*) FROM {table} "
             "WHERE name = :name AND queue_name IS NOT NULL GROUP BY queue_name, status"
         ),
         {"name": WORKFLOW_NAME},

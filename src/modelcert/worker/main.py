@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from types import FrameType
 
 from dbos import DBOS
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from modelcert.domain import DEFAULT_REGIONS
 from modelcert.jobs.engine import dbos_config, default_executor_id, queue_name, queue_options
+from modelcert.jobs.reaper import mark_stopped, reap, write_heartbeat
 from modelcert.jobs.runtime import WorkerRuntime, configure_runtime
 from modelcert.obs import metrics
 from modelcert.obs.logging import configure_logging, log_event
@@ -22,7 +23,7 @@ from modelcert.store import db, repo
 from modelcert.store.db import transaction
 from modelcert.worker.health import HealthServer, WorkerState, database_check
 
-HEARTBEAT_INTERVAL_S = 5.0
+HEARTBEAT_INTERVAL_S = 2.0
 
 
 def served_regions(engine: Engine, requested: Sequence[str]) -> tuple[str, ...]:
@@ -97,16 +98,30 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         queues = {f"queue-worker-{name}" for name in self._queue_names()}
+        factory = self.runtime.factory
+        last_reap = 0.0
         while not self._stop.is_set():
             try:
-                with self.engine.connect() as connection:
-                    connection.execute(text("SELECT 1"))
+                with transaction(factory) as session:
+                    write_heartbeat(
+                        session,
+                        self.executor_id,
+                        self.regions,
+                        self.settings.certification_concurrency,
+                        len(self.runtime.in_flight),
+                    )
                 self.state.last_heartbeat = time.time()
             except Exception as exc:  # the database is down: /health will say so
                 log_event("error", where="heartbeat", error=f"{type(exc).__name__}: {exc}")
             alive = {t.name for t in threading.enumerate() if t.is_alive()}
             if queues <= alive:
                 self.state.last_queue_poll = time.time()
+            if time.monotonic() - last_reap >= self.settings.worker_dead_after_s / 4:
+                last_reap = time.monotonic()
+                try:
+                    reap(factory, self.executor_id, self.settings.worker_dead_after_s)
+                except Exception as exc:
+                    log_event("error", where="reaper", error=f"{type(exc).__name__}: {exc}")
             self._stop.wait(HEARTBEAT_INTERVAL_S)
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
@@ -128,6 +143,11 @@ class Worker:
         # DBOS stops dequeuing and waits for running workflows up to the grace period;
         # whatever is still unfinished resumes when this executor id starts again.
         DBOS.destroy(workflow_completion_timeout_sec=int(self.settings.shutdown_grace_s))
+        unfinished = len(self.runtime.in_flight)
+        with transaction(self.runtime.factory) as session:
+            # A clean stop is not a death: the reaper leaves this executor's work alone
+            # (whatever did not finish in the grace period resumes when it restarts).
+            mark_stopped(session, self.executor_id, f"stopped; {unfinished} unfinished")
         self.health.stop()
         log_event("worker_stopped", executor_id=self.executor_id)
 

@@ -7,7 +7,8 @@ from sqlalchemy import Engine, create_engine
 
 # Imported for its side effect: models kept outside models.py register their tables on
 # Base.metadata, which autogenerate compares against.
-import modelcert.store.auth_models  # noqa: F401
+import modelcert.store.auth_models
+import modelcert.store.worker_models  # noqa: F401
 from modelcert.store.models import Base
 
 config = context.config

@@ -1,0 +1,140 @@
+"""Worker heartbeats, and the reaper that takes over a dead worker's certifications.
+
+Without DBOS's paid control plane nothing resumes the workflows of an executor that
+never comes back. Every worker writes a heartbeat; one of them, elected by a lease
+row (a conditional UPDATE, so it works on SQLite and PostgreSQL alike), looks for
+executors whose heartbeat went silent and puts their unfinished certifications back on
+their region queue. DBOS's resume clears the deduplication id: it is restored at once,
+so "at most one queued-or-running certification per (deployment, region)" still holds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+from dbos import DBOS
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelcert.jobs.engine import WORKFLOW_NAME, dbos_table
+from modelcert.obs.logging import log_event
+from modelcert.store.db import transaction
+from modelcert.store.models import utcnow
+from modelcert.store.worker_models import Lease, WorkerHeartbeat
+
+REAPER_LEASE = "reaper"
+
+
+def write_heartbeat(
+    session: Session,
+    executor_id: str,
+    regions: tuple[str, ...],
+    concurrency: int,
+    in_flight: int,
+) -> None:
+    """Upsert this worker's heartbeat row (a restart clears an earlier stop)."""
+    now = utcnow()
+    row = session.get(WorkerHeartbeat, executor_id)
+    if row is None:
+        row = WorkerHeartbeat(executor_id=executor_id, started_at=now)
+        session.add(row)
+    row.hostname = socket.gethostname()
+    row.pid = os.getpid()
+    row.regions = list(regions)
+    row.concurrency = concurrency
+    row.in_flight = in_flight
+    row.heartbeat_at = now
+    # A worker writing heartbeats is alive, whatever an earlier stop recorded.
+    row.stopped_at = None
+    row.note = None
+
+
+def mark_stopped(session: Session, executor_id: str, note: str) -> None:
+    row = session.get(WorkerHeartbeat, executor_id)
+    if row is not None:
+        row.stopped_at = utcnow()
+        row.note = note
+
+
+def hold_lease(session: Session, name: str, holder: str, ttl_s: float) -> bool:
+    """Take or renew the lease `name` for `holder`; False while someone else holds it."""
+    now = utcnow()
+    lease = session.get(Lease, name, with_for_update=True)
+    if lease is None:
+        try:
+            with session.begin_nested():
+                session.add(
+                    Lease(name=name, holder=holder, expires_at=now + timedelta(seconds=ttl_s))
+                )
+        except IntegrityError:  # another worker created it first
+            return False
+        return True
+    if lease.holder != holder and lease.expires_at > now:
+        return False
+    lease.holder = holder
+    lease.expires_at = now + timedelta(seconds=ttl_s)
+    return True
+
+
+def silent_executors(session: Session, me: str, dead_after_s: float) -> list[str]:
+    """Executors whose heartbeat is older than `dead_after_s` and that did not stop cleanly."""
+    limit = utcnow() - timedelta(seconds=dead_after_s)
+    rows = session.scalars(
+        select(WorkerHeartbeat).where(
+            WorkerHeartbeat.heartbeat_at < limit,
+            WorkerHeartbeat.stopped_at.is_(None),
+            WorkerHeartbeat.executor_id != me,
+        )
+    )
+    return [row.executor_id for row in rows]
+
+
+def _restore_deduplication(factory: sessionmaker[Session], workflow_id: str) -> None:
+    dedup = workflow_id.split(":", 1)[-1]  # "<job>:<deployment>@<region>"
+    with transaction(factory) as session:
+        table = dbos_table(session.get_bind().dialect.name, "workflow_status")
+        session.execute(
+            text(
+                f"UPDATE {table} SET deduplication_id = :dedup "
+                "WHERE workflow_uuid = :id AND status IN ('ENQUEUED', 'PENDING')"
+            ),
+            {"dedup": dedup, "id": workflow_id},
+        )
+
+
+def reap(factory: sessionmaker[Session], me: str, dead_after_s: float) -> list[str]:
+    """If this worker holds the reaper lease, requeue the work of silent executors."""
+    with transaction(factory) as session:
+        if not hold_lease(session, REAPER_LEASE, me, ttl_s=dead_after_s):
+            return []
+        dead = silent_executors(session, me, dead_after_s)
+    resumed: list[str] = []
+    for executor in dead:
+        workflows = DBOS.list_workflows(
+            executor_id=executor,
+            status="PENDING",
+            name=WORKFLOW_NAME,
+            load_input=False,
+            load_output=False,
+        )
+        for workflow in workflows:
+            DBOS.resume_workflow(workflow.workflow_id, queue_name=workflow.queue_name)
+            try:
+                _restore_deduplication(factory, workflow.workflow_id)
+            except IntegrityError:
+                log_event(
+                    "error",
+                    where="reaper",
+                    workflow_id=workflow.workflow_id,
+                    error="deduplication id taken by a newer certification",
+                )
+            resumed.append(workflow.workflow_id)
+        with transaction(factory) as session:
+            mark_stopped(
+                session, executor, f"silent; {len(workflows)} certifications requeued by {me}"
+            )
+        log_event("stalled", executor_id=executor, requeued=len(workflows), reaper=me)
+    return resumed
