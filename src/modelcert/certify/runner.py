@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from modelcert.certify.battery import PlannedTest
 from modelcert.certify.errors import Classification, categorise_error, rule_for
+from modelcert.certify.throttle import ThrottleGate
 from modelcert.certify.verdicts import ChatResponse
 from modelcert.domain import NOT_AVAILABLE_CATEGORIES, ErrorCategory, Severity, TestOutcome
 from modelcert.providers.base import (
@@ -43,6 +44,7 @@ class RetryPolicy:
     base_s: float = 2.0
     max_s: float = 16.0
     jitter: float = 0.2  # ± fraction of the backoff
+    max_throttle_s: float = 120.0  # with a shared throttle gate: how long to wait out 429s
 
     def delay(self, retry: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds before retry number `retry` (1-based). Retry-After wins when given."""
@@ -144,6 +146,7 @@ class _Context:
     attempts: int = 0
     throttled_s: float = 0.0
     responses: list[ChatResponse] = field(default_factory=list)
+    gate: ThrottleGate | None = None  # shared by calls to the same (provider, region)
 
     async def sleep(self, seconds: float) -> None:
         await self.sleep_fn(seconds)
@@ -171,15 +174,32 @@ class _Context:
     async def call(self, request: ChatRequest) -> ChatResponse:
         retry = 0
         while True:
+            if self.gate is not None:
+                self.throttled_s += await self.gate.wait(self.sleep_fn)
             try:
                 response = await self._attempt(request)
             except ProviderError as error:
                 classification = classify(error)
-                if not classification.temporary or retry >= self.policy.max_retries:
+                # With a shared gate, throttling is waited out within a time budget rather
+                # than a count of retries: many certifications at once must not fail
+                # merely because the quota makes them take turns.
+                throttled = (
+                    classification.category is ErrorCategory.RATE_LIMIT and self.gate is not None
+                )
+                exhausted = (
+                    self.throttled_s >= self.policy.max_throttle_s
+                    if throttled
+                    else retry >= self.policy.max_retries
+                )
+                if not classification.temporary or exhausted:
                     raise CallFailed(error, classification) from error
                 retry += 1
                 self.retries += 1
                 delay = self.policy.delay(retry, error.retry_after, self.rng)
+                if throttled:
+                    assert self.gate is not None
+                    self.gate.hold(delay)  # every caller of this provider and region waits
+                    continue
                 if classification.category is ErrorCategory.RATE_LIMIT:
                     self.throttled_s += delay
                 await self.sleep_fn(delay)
@@ -214,6 +234,7 @@ async def run_test(
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.perf_counter,
     rng: random.Random | None = None,
+    gate: ThrottleGate | None = None,
 ) -> TestResult:
     """Run one planned test; never raises for provider behaviour."""
     test = planned.test
@@ -228,6 +249,7 @@ async def run_test(
         sleep_fn=sleep,
         rng=rng or random.Random(),
         clock=clock,
+        gate=gate,
     )
     result = TestResult(test.id, test.title, TestOutcome.FAILED)
     started = clock()

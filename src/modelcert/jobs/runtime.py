@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelcert.certify.throttle import ThrottleGates
 from modelcert.providers.registry import ProviderPool
 from modelcert.settings import Settings
 
@@ -22,6 +23,7 @@ class WorkerRuntime:
     settings: Settings
     executor_id: str
     pool: ProviderPool = field(default_factory=ProviderPool)
+    gates: ThrottleGates = field(default_factory=ThrottleGates)
     # workflow id -> what it is doing, for /health and the dashboard
     in_flight: dict[str, dict[str, Any]] = field(default_factory=dict)
     _semaphore: asyncio.Semaphore | None = None

@@ -103,6 +103,7 @@ async def run_one_test(prepared: PreparedRun, position: int, test_id: str) -> Te
         streaming=prepared.streaming,
         policy=prepared.policy,
         timeout_s=prepared.test_timeout_s,
+        gate=ctx.gates.get(prepared.provider_slug, prepared.target.region),
     )
     await asyncio.to_thread(_store_test, prepared.run_id, position, result)
     metrics.record_test_result(
