@@ -123,3 +123,26 @@ def worker_command(
     run_worker(
         get_settings(), regions=region or (), executor_id=executor_id, health_port=health_port
     )
+
+
+def up_command(
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes to start.")] = 2,
+    host: Annotated[str, typer.Option(help="API host.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+) -> None:
+    """Start the API and N workers on this machine (the embedded database by default)."""
+    from modelcert.launcher import LocalCluster
+
+    settings = get_settings()
+    cluster = LocalCluster(settings, workers=workers, host=host, port=port)
+    cluster.start()
+    console.print(f"modelcert is up on {settings.database_url}")
+    console.print(f"  API       {cluster.url}/docs")
+    for index, health_port in enumerate(cluster.health_ports, start=1):
+        console.print(f"  worker {index}  http://127.0.0.1:{health_port}/health")
+    console.print("  API keys: `modelcert apikey create NAME --role operator`; Ctrl+C stops")
+    try:
+        cluster.wait()
+    finally:
+        console.print("stopping: workers finish their in-flight certifications")
+        cluster.stop()

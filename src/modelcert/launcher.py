@@ -1,0 +1,153 @@
+"""One machine, one command: the API (in this process) and N worker processes on the
+embedded database. Used by `modelcert up` and `modelcert demo`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+import uvicorn
+
+from modelcert.api.app import create_app
+from modelcert.errors import UserError
+from modelcert.settings import Settings
+from modelcert.store import db
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+class LocalCluster:
+    """The API served by uvicorn in a thread, plus `workers` worker subprocesses."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        workers: int = 2,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        log_dir: Path | None = None,
+    ) -> None:
+        if workers < 1:
+            raise UserError("--workers must be at least 1", field="workers")
+        self.settings = settings
+        self.worker_count = workers
+        self.host = host
+        self.port = port
+        self.log_dir = log_dir  # None: workers log to this terminal
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.health_ports = [settings.worker_health_port + i for i in range(workers)]
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._logs: list[IO[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        for port in (self.port, *self.health_ports):
+            if not port_is_free(self.host if port == self.port else "0.0.0.0", port):
+                raise UserError(
+                    f"port {port} is in use (choose another with --port or WORKER_HEALTH_PORT)",
+                    field="port",
+                )
+        db.upgrade(db.make_engine(self.settings.database_url))
+        for index, health_port in enumerate(self.health_ports, start=1):
+            self.processes.append(self._spawn_worker(index, health_port))
+        config = uvicorn.Config(
+            create_app(self.settings), host=self.host, port=self.port, log_level="warning"
+        )
+        # uvicorn installs no signal handlers outside the main thread: signals stay with
+        # whoever owns it (`up`, `demo`), which stops everything in order.
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="api", daemon=True)
+        self._thread.start()
+        self._wait_ready(timeout)
+
+    def _spawn_worker(self, index: int, health_port: int) -> subprocess.Popen[bytes]:
+        executor_id = f"{socket.gethostname()}-worker-{index}"
+        env = {
+            **os.environ,
+            "MODELCERT_DATABASE_URL": self.settings.database_url,
+            "WORKER_HEALTH_PORT": str(health_port),
+        }
+        args = [sys.executable, "-m", "modelcert", "worker", "--executor-id", executor_id]
+        if self.log_dir is None:
+            return subprocess.Popen(args, env=env)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"worker-{index}.log").open("ab")
+        self._logs.append(log)
+        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        urls = [f"{self.url}/api/health"] + [
+            f"http://127.0.0.1:{port}/ready" for port in self.health_ports
+        ]
+        while time.monotonic() < deadline:
+            for process in self.processes:
+                if process.poll() is not None:
+                    self.stop()
+                    raise UserError(
+                        f"a worker exited at start (code {process.returncode})"
+                        + (f"; see {self.log_dir}" if self.log_dir else "")
+                    )
+            if all(_get(url) == 200 for url in urls):
+                return
+            time.sleep(0.3)
+        self.stop()
+        raise UserError(f"the API and workers were not ready within {timeout:.0f} s")
+
+    def wait(self) -> None:
+        """Block until SIGTERM / SIGINT."""
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        while not stop.wait(1.0):
+            if any(p.poll() is not None for p in self.processes):
+                print("a worker exited; stopping", file=sys.stderr)
+                break
+
+    def stop(self) -> None:
+        """Stop the API, then the workers gracefully (they finish in-flight work)."""
+        if self._server is not None:
+            self._server.should_exit = True
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=self.settings.shutdown_grace_s + 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for log in self._logs:
+            log.close()
