@@ -240,9 +240,24 @@ def matrix(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 @app.command("demo")
 def demo(
-    concurrency: Annotated[int, typer.Option(min=1, help="Certifications at once.")] = 16,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    serve: Annotated[bool, typer.Option(help="Keep the API and workers running.")] = False,
+    in_process: Annotated[
+        bool, typer.Option(help="Certify in this process, without API and workers.")
+    ] = False,
+    concurrency: Annotated[int, typer.Option(min=1, help="With --in-process.")] = 16,
 ) -> None:
     """Certify the SIMULATED demo catalog in three regions and print the matrix."""
+    if not in_process:
+        from modelcert.demo_service import run_demo
+
+        run_demo(get_settings(), console, workers=workers, port=port, serve=serve)
+        return
+    demo_in_process(concurrency)
+
+
+def demo_in_process(concurrency: int) -> None:
     settings = get_settings()
     factory = _factory(migrate=True)
     with db.transaction(factory) as session:

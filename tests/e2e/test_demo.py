@@ -1,0 +1,36 @@
+"""`make demo`'s main job, end to end: API + worker processes on SQLite, a batch of the
+simulated demo catalog queued through the HTTP API, a progress bar, the matrix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.workers import free_port
+
+
+def test_demo_runs_through_the_api_and_workers(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "MODELCERT_DATABASE_URL": f"sqlite:///{tmp_path}/demo.db",
+        "WORKER_HEALTH_PORT": str(free_port()),
+        "NO_COLOR": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "modelcert", "demo", "--workers", "1", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "30 simulated certifications queued through POST /certify-all" in out
+    assert "30/30" in out
+    assert "Certification matrix" in out and "SIMULATION" in out
+    for expected in ("PERMISSION_ERROR", "AUTHENTICATION_ERROR", "TIMEOUT", "PREMIUM"):
+        assert expected in out
+    assert (tmp_path / ".modelcert" / "logs" / "worker-1.log").exists()
