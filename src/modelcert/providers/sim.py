@@ -4,17 +4,27 @@ and benchmarks. Every result it produces is labelled as simulation (`simulated =
 A deployment picks a behaviour profile with `options["profile"]` (or the part of its
 model id before ":"); `options` may also override `latency_ms`, `quota_rps`,
 `available_regions`, `error_rate_429`, `error_rate_5xx`, `retry_after_s`.
+
+The quota (`quota_rps`) is counted per (model id, region) in this process by default
+(`quota_scope: "process"`). With `quota_scope: "host"` every process on the machine
+draws on the same quota, as they would on a real provider's: the bucket lives in a small
+file (in `quota_dir`, default the system temporary directory) updated under an exclusive
+`flock`. `quota_key` lets several deployments share one quota (an account-wide one);
+it defaults to the model id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import math
+import os
 import random
+import tempfile
 import threading
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -76,7 +86,10 @@ class SimProfile:
     error_rate_429: float = 0.0
     error_rate_5xx: float = 0.0
     retry_after_s: float = 1.0
-    quota_rps: float | None = None  # per (deployment, region); beyond it, 429
+    quota_rps: float | None = None  # per (quota key, region); beyond it, 429
+    quota_scope: str = "process"  # "process": counted in this process; "host": all of them
+    quota_key: str | None = None  # deployments naming the same key share a quota
+    quota_dir: str | None = None  # where "host" quotas keep their files
     available_regions: tuple[str, ...] | None = None  # None: every region
     always_error: SimError | None = None
     empty: bool = False
@@ -135,7 +148,23 @@ def profile_for(target: Target) -> SimProfile:
             changes[key] = float(options[key])
     if "available_regions" in options:
         changes["available_regions"] = tuple(options["available_regions"])
+    for key in ("quota_key", "quota_dir"):
+        if key in options:
+            changes[key] = str(options[key])
+    if "quota_scope" in options:
+        scope = str(options["quota_scope"])
+        if scope not in QUOTA_SCOPES:
+            raise ProviderError(
+                f"quota_scope: expected one of {', '.join(QUOTA_SCOPES)}, got {scope!r}",
+                status=400,
+                code="ValidationException",
+                provider="sim",
+            )
+        changes["quota_scope"] = scope
     return replace(profile, **changes) if changes else profile
+
+
+QUOTA_SCOPES = ("process", "host")
 
 
 class _Quota:
@@ -155,6 +184,43 @@ class _Quota:
             return 0.0
 
 
+class _HostQuota:
+    """The same one-token bucket, shared by every process on this machine.
+
+    The instant the next call may start lives in one small file per (key, region), read
+    and rewritten under an exclusive `flock`. The clock is the wall clock (the only one
+    every process agrees on); a booked instant more than one interval ahead can only
+    come from a clock step, and is then treated as free."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+
+    @staticmethod
+    def path(directory: str | None, key: tuple[str, str]) -> str:
+        folder = directory or os.path.join(tempfile.gettempdir(), "modelcert-sim-quota")
+        os.makedirs(folder, exist_ok=True)
+        digest = hashlib.sha256(f"{key[0]}|{key[1]}".encode()).hexdigest()[:32]
+        return os.path.join(folder, f"{digest}.quota")
+
+    def wait_needed(self, key: tuple[str, str], rps: float, directory: str | None) -> float:
+        """0 if a call may start now (and books it), else seconds until it may."""
+        interval = 1 / rps
+        fd = os.open(self.path(directory, key), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor is closed
+            now = self._clock()
+            try:
+                free_at = float(os.pread(fd, 64, 0).strip() or 0.0)
+            except ValueError:
+                free_at = 0.0
+            if now < free_at <= now + interval:
+                return free_at - now
+            os.pwrite(fd, f"{now + interval!r}".encode().ljust(32), 0)
+            return 0.0
+        finally:
+            os.close(fd)
+
+
 class SimProvider:
     """SIMULATION of a model provider (see module docstring)."""
 
@@ -165,6 +231,7 @@ class SimProvider:
         self.seed = seed
         self._calls: dict[tuple[str, str], int] = {}
         self._quota = _Quota()
+        self._host_quota = _HostQuota()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SimProvider:
@@ -232,9 +299,11 @@ class SimProvider:
                 provider="sim",
             )
         if profile.quota_rps:
-            wait = self._quota.wait_needed(
-                (target.model_id, target.region), profile.quota_rps, time.monotonic()
-            )
+            key = (profile.quota_key or target.model_id, target.region)
+            if profile.quota_scope == "host":
+                wait = self._host_quota.wait_needed(key, profile.quota_rps, profile.quota_dir)
+            else:
+                wait = self._quota.wait_needed(key, profile.quota_rps, time.monotonic())
             if wait > 0:
                 raise ProviderError(
                     "Too many requests, please wait before trying again. (simulated quota "
