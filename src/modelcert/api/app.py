@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert import __version__
 from modelcert.api.errors import install_error_handlers
-from modelcert.api.routes import system
+from modelcert.api.routes import certification, system
 from modelcert.settings import Settings, get_settings
 from modelcert.store import db
 
@@ -34,6 +34,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        # The certification routes make one Enqueuer (a DBOS client) on first use.
+        if app.state.enqueuer is not None:
+            app.state.enqueuer.close()
+            app.state.enqueuer = None
         if own_engine is not None:
             own_engine.dispose()
 
@@ -46,6 +50,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.session_factory = session_factory
+    app.state.enqueuer = None
     install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(certification.router)
     return app

@@ -1,0 +1,328 @@
+"""Request and response bodies of the certification API, in the old API's camelCase
+(`jobId`, `modelId`, `pageSize`…). Python code uses the snake_case attribute names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from modelcert.domain import JobKind, Priority
+from modelcert.store.models import Certification, CertificationRun, Deployment, TestResultRow
+
+T = TypeVar("T")
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire; built from snake_case names in code."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ApiRequest(ApiModel):
+    """A request body: unknown fields are refused (a misspelt field must not be ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _ref_text(value: Any) -> Any:
+    # A deployment is named by its numeric id or `provider/model-id`: accept 12 and "12".
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+ModelRef = Annotated[
+    str,
+    BeforeValidator(_ref_text),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=300),
+]
+RegionName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+ProviderSlug = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+MAX_DELAY_S = 7 * 24 * 3600
+
+
+# Requests
+
+
+class CertifyModelRequest(ApiRequest):
+    model_id: ModelRef = Field(description="Deployment id or `provider/model-id`.")
+    region: RegionName
+    priority: Priority = Priority.NORMAL
+    delay_seconds: float = Field(0.0, ge=0, le=MAX_DELAY_S, description="Wait before starting.")
+
+
+class CertifyMultipleRequest(ApiRequest):
+    model_ids: list[ModelRef] = Field(min_length=1, max_length=1000)
+    regions: list[RegionName] = Field(min_length=1, max_length=100)
+    priority: Priority = Priority.NORMAL
+
+
+class CertifyAllRequest(ApiRequest):
+    regions: list[RegionName] | None = Field(
+        None, min_length=1, max_length=100, description="Default: every region served."
+    )
+    provider: ProviderSlug | None = Field(None, description="Only this provider's deployments.")
+    priority: Priority = Priority.NORMAL
+
+
+class RecertifyRequest(ApiRequest):
+    priority: Priority = Priority.LOW
+
+
+# Answers to enqueue and cancel
+
+
+class CertifyModelResponse(ApiModel):
+    job_id: str
+    model_id: str
+    deployment_id: int
+    deployment: str
+    region: str
+    priority: Priority
+    status: Literal["QUEUED"] = "QUEUED"
+
+
+class QueuedOut(ApiModel):
+    deployment_id: int
+    deployment: str
+    region: str
+    workflow_id: str
+
+
+class RefusedOut(ApiModel):
+    deployment_id: int
+    deployment: str
+    region: str
+    reason: str
+
+
+class EnqueueResponse(ApiModel):
+    job_id: str | None = Field(description="None when there was nothing to queue.")
+    kind: JobKind
+    priority: Priority
+    queued: list[QueuedOut]
+    refused: list[RefusedOut]
+
+
+class ErrorResponse(ApiModel):
+    detail: str
+    field: str | None = None
+
+
+class ConflictResponse(ErrorResponse):
+    refused: list[RefusedOut] = []
+
+
+class CancelResponse(ApiModel):
+    job_id: str
+    cancelled: int = Field(description="Certifications stopped (queued or running).")
+    status: str
+
+
+# Jobs
+
+
+class JobCertificationOut(ApiModel):
+    deployment_id: int
+    deployment: str | None = None
+    region: str
+    status: str | None = None
+    run_id: int | None = None
+    rating: float | None = None
+    badge: str | None = None
+    tests_passed: int | None = None
+    tests_total: int | None = None
+    error_category: str | None = None
+    error_message: str | None = None
+    executor_id: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    simulated: bool | None = None
+
+
+class JobSummaryOut(ApiModel):
+    job_id: str
+    kind: str
+    status: str
+    priority: str
+    created_by: str | None
+    scope: dict[str, Any]
+    total: int
+    processed: int
+    succeeded: int
+    failed: int
+    created_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    certifications: list[JobCertificationOut]
+
+
+# Verdicts: runs, their tests, current certifications
+
+
+def _label(deployment: Deployment) -> str:
+    return f"{deployment.provider.slug}/{deployment.provider_model_id}"
+
+
+class VerdictOut(ApiModel):
+    """What a certification and each of its runs both record."""
+
+    status: str
+    score: int | None
+    rating: float | None
+    badge: str | None
+    tests_total: int
+    tests_passed: int
+    tests_failed: int
+    tests_skipped: int
+    success_rate: float | None
+    avg_latency_ms: float | None
+    p50_latency_ms: float | None
+    max_latency_ms: float | None
+    total_retries: int
+    error_category: str | None
+    error_severity: str | None
+    error_message: str | None
+    simulated: bool
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_ms: float | None
+
+
+def _verdict(row: Certification | CertificationRun, deployment: Deployment) -> dict[str, Any]:
+    values = {name: getattr(row, name) for name in VerdictOut.model_fields}
+    values.update(
+        deployment_id=deployment.id,
+        deployment=_label(deployment),
+        provider=deployment.provider.slug,
+        model_id=deployment.provider_model_id,
+        region=row.region,
+        job_id=row.job_id,
+    )
+    return values
+
+
+class RunOut(VerdictOut):
+    run_id: int
+    deployment_id: int
+    deployment: str
+    provider: str
+    model_id: str = Field(description="The provider's model id.")
+    region: str
+    job_id: str | None
+    executor_id: str | None
+
+    @classmethod
+    def of(cls, run: CertificationRun, deployment: Deployment) -> RunOut:
+        """A run's summary (without its tests)."""
+        return cls.model_validate(
+            {**_verdict(run, deployment), "run_id": run.id, "executor_id": run.executor_id}
+        )
+
+
+class TestOut(ApiModel):
+    __test__ = False  # not a pytest class, despite the name
+
+    position: int
+    test_id: str
+    title: str
+    outcome: str
+    detail: str | None
+    latency_ms: float | None
+    ttft_ms: float | None
+    retries: int
+    attempts: int
+    error_category: str | None
+    error_severity: str | None
+    error_code: str | None
+    http_status: int | None
+    error_message: str | None = Field(description="The provider's original error text.")
+    input_tokens: int | None
+    output_tokens: int | None
+    throttled_s: float
+    started_at: datetime | None
+    duration_ms: float | None
+
+    @classmethod
+    def of(cls, row: TestResultRow) -> TestOut:
+        """One stored test result."""
+        return cls.model_validate({name: getattr(row, name) for name in cls.model_fields})
+
+
+class RunDetailOut(RunOut):
+    tests: list[TestOut]
+
+    @classmethod
+    def of_run(cls, run: CertificationRun, deployment: Deployment) -> RunDetailOut:
+        """A run with every test it ran or skipped."""
+        summary = RunOut.of(run, deployment).model_dump()
+        return cls.model_validate({**summary, "tests": [TestOut.of(t) for t in run.tests]})
+
+
+class CertificationOut(VerdictOut):
+    deployment_id: int
+    deployment: str
+    provider: str
+    model_id: str = Field(description="The provider's model id.")
+    region: str
+    valid: bool = Field(description="CERTIFIED or QUALITY_WARNING, and not expired.")
+    certified_at: datetime | None
+    expires_at: datetime | None
+    last_run_id: int | None
+    job_id: str | None
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, c: Certification, now: datetime) -> CertificationOut:
+        """The current certification of one deployment in one region."""
+        return cls.model_validate(
+            {
+                **_verdict(c, c.deployment),
+                "valid": c.is_valid(now),
+                "certified_at": c.certified_at,
+                "expires_at": c.expires_at,
+                "last_run_id": c.last_run_id,
+                "updated_at": c.updated_at,
+            }
+        )
+
+
+class CertificationDetailOut(ApiModel):
+    certification: CertificationOut
+    runs: list[RunOut] = Field(description="The latest runs, newest first.")
+
+
+class Page(ApiModel, Generic[T]):
+    items: list[T]
+    page: int
+    page_size: int
+    total: int = Field(description="Items matching the filters, on every page.")
+
+
+class StatsOut(ApiModel):
+    """Queue counts (the old queue's states), certification counts, the latest runs."""
+
+    waiting: int
+    delayed: int
+    active: int
+    completed: int
+    failed: int
+    cancelled: int
+    paused: int
+    by_region: dict[str, dict[str, int]]
+    by_status: dict[str, int] = Field(description="Current certifications by status.")
+    valid_certifications: int
+    recent: list[RunOut]
+
+
+class ProviderRegionsOut(ApiModel):
+    provider: str
+    name: str
+    kind: str
+    regions: list[str]
+
+
+class RegionsOut(ApiModel):
+    providers: list[ProviderRegionsOut]
+    regions: list[str] = Field(description="Every region some active provider serves.")
