@@ -312,6 +312,7 @@ def test_after_a_batch_the_verdicts_can_be_read_page_by_page(
     start_worker: Callable[[], WorkerProcess],
 ) -> None:
     start_worker()
+    start_worker()  # the API and two workers certify the batch together
     batch = client.post(f"{API}/certify-all", json={"provider": "lab"}, headers=operator)
     assert batch.status_code == 201
     assert len(batch.json()["queued"]) == 6  # 3 deployments × 2 regions
@@ -322,6 +323,9 @@ def test_after_a_batch_the_verdicts_can_be_read_page_by_page(
         4,
         2,
     )
+
+    executors = {row["executorId"] for row in done["certifications"]}
+    assert executors <= {"api-worker-1", "api-worker-2"} and executors
 
     first = page(client, viewer, "history", pageSize=4)
     assert (first["total"], first["page"], first["pageSize"], len(first["items"])) == (6, 1, 4, 4)

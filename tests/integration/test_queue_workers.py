@@ -103,8 +103,23 @@ def test_jobs_wait_without_a_worker_and_complete_when_one_starts(
     assert queued["status"] == "QUEUED"
     assert {c["status"] for c in queued["certifications"]} == {"QUEUED"}  # type: ignore[union-attr]
 
-    workers("w-late")
+    late = workers("w-late")
     wait_for(lambda: completed(catalog, result.job_id or ""), what="job completion")
+    # The worker exports queue-wide counts and its own activity as Prometheus metrics.
+    wait_for(
+        lambda: (
+            'modelcert_queue_jobs{region="eu-west-1",state="completed"} 1.0'
+            in late.get("/metrics")[1]
+        ),
+        timeout=20,
+        what="queue counts in /metrics",
+    )
+    metrics_text = late.get("/metrics")[1]
+    assert (
+        'modelcert_certifications_total{provider="sim",region="us-east-1",status="CERTIFIED"}'
+        in metrics_text
+    )
+    assert late.get("/health")[1]["executor_id"] == "w-late"
     done = summary(catalog, result.job_id)
     assert (done["processed"], done["succeeded"]) == (2, 2)
     assert {c["executorId"] for c in done["certifications"]} == {"w-late"}  # type: ignore[union-attr]
@@ -292,6 +307,10 @@ def test_region_limits_hold_across_two_workers(
     spans = [(run.started_at, run.completed_at) for run in runs]
     peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)  # type: ignore[operator]
     assert peak <= 3, peak
+    for executor in ("w-lim-1", "w-lim-2"):  # CERTIFICATION_CONCURRENCY applies per worker
+        own = [(r.started_at, r.completed_at) for r in runs if r.executor_id == executor]
+        own_peak = max(sum(1 for s, e in own if s <= t < e) for t, _ in own)  # type: ignore[operator]
+        assert own_peak <= 2, (executor, own_peak)
     per_second: dict[int, int] = {}
     for start, _ in spans:
         second = int(start.timestamp())  # type: ignore[union-attr]

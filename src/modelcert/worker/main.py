@@ -16,6 +16,7 @@ from modelcert.domain import DEFAULT_REGIONS
 from modelcert.jobs.engine import dbos_config, default_executor_id, queue_name, queue_options
 from modelcert.jobs.reaper import mark_stopped, reap, write_heartbeat
 from modelcert.jobs.runtime import WorkerRuntime, configure_runtime
+from modelcert.jobs.stats import queue_counts
 from modelcert.obs import metrics
 from modelcert.obs.logging import configure_logging, log_event
 from modelcert.settings import Settings
@@ -24,6 +25,7 @@ from modelcert.store.db import transaction
 from modelcert.worker.health import HealthServer, WorkerState, database_check
 
 HEARTBEAT_INTERVAL_S = 2.0
+QUEUE_COUNTS_INTERVAL_S = 10.0
 
 
 def served_regions(engine: Engine, requested: Sequence[str]) -> tuple[str, ...]:
@@ -100,6 +102,7 @@ class Worker:
         queues = {f"queue-worker-{name}" for name in self._queue_names()}
         factory = self.runtime.factory
         last_reap = 0.0
+        last_counts = 0.0
         while not self._stop.is_set():
             try:
                 with transaction(factory) as session:
@@ -116,6 +119,9 @@ class Worker:
             alive = {t.name for t in threading.enumerate() if t.is_alive()}
             if queues <= alive:
                 self.state.last_queue_poll = time.time()
+            if time.monotonic() - last_counts >= QUEUE_COUNTS_INTERVAL_S:
+                last_counts = time.monotonic()
+                self._publish_queue_counts()
             if time.monotonic() - last_reap >= self.settings.worker_dead_after_s / 4:
                 last_reap = time.monotonic()
                 try:
@@ -123,6 +129,14 @@ class Worker:
                 except Exception as exc:
                     log_event("error", where="reaper", error=f"{type(exc).__name__}: {exc}")
             self._stop.wait(HEARTBEAT_INTERVAL_S)
+
+    def _publish_queue_counts(self) -> None:
+        """`modelcert_queue_jobs{region,state}`: the same queue-wide numbers on every worker."""
+        try:
+            with transaction(self.runtime.factory) as session:
+                metrics.set_queue_counts(queue_counts(session, self.settings))
+        except Exception as exc:
+            log_event("error", where="queue counts", error=f"{type(exc).__name__}: {exc}")
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
         self.state.shutting_down = True
