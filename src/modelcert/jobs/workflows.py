@@ -8,6 +8,7 @@ Each finished test is stored at once, so progress shows while the run goes on.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -49,13 +50,23 @@ class PreparedRun:
     simulated: bool
 
 
+_POOL_LOCK = threading.Lock()
+
+
 @DBOS.step(name="prepare")
 async def prepare(job_id: str | None, deployment_id: int, region: str) -> PreparedRun:
     """Resolve the plan, mark the certification RUNNING and open its run."""
+    # Database work runs in a thread: on the event loop it would stall every other
+    # certification of this worker while it waits for a connection or a lock.
+    return await asyncio.to_thread(_prepare, job_id, deployment_id, region)
+
+
+def _prepare(job_id: str | None, deployment_id: int, region: str) -> PreparedRun:
     ctx = runtime()
     with transaction(ctx.factory) as session:
         plan = plan_certification(session, ctx.settings, deployment_id, region)
-        provider = ctx.pool.get(plan.provider_slug, plan.provider_kind, plan.provider_config)
+        with _POOL_LOCK:  # one connection per provider, even when two runs start at once
+            provider = ctx.pool.get(plan.provider_slug, plan.provider_kind, plan.provider_config)
         deployment = repo.find_deployment(session, deployment_id)
         run = repo.begin_run(
             session,
@@ -127,6 +138,10 @@ def _store_test(run_id: int, position: int, result: TestResult) -> None:
 @DBOS.step(name="finish")
 async def finish(prepared: PreparedRun, results: list[TestResult]) -> dict[str, Any]:
     """Score, then persist run, tests, certification and job totals in one transaction."""
+    return await asyncio.to_thread(_finish, prepared, results)
+
+
+def _finish(prepared: PreparedRun, results: list[TestResult]) -> dict[str, Any]:
     score = scored(tuple(results))
     ctx = runtime()
     with transaction(ctx.factory) as session:
