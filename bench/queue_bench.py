@@ -103,6 +103,18 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def busy_fraction(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 3) if total else None
+
+
 def _status_kb(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -377,15 +389,25 @@ class Run:
                 text(
                     "SELECT count(*), coalesce(sum(t.attempts), 0), coalesce(sum(t.retries), 0), "
                     "coalesce(sum(CASE WHEN t.error_category = 'RATE_LIMIT' THEN 1 ELSE 0 END),"
-                    " 0), coalesce(sum(CASE WHEN t.outcome = 'PASSED' THEN 1 ELSE 0 END), 0) "
+                    " 0), coalesce(sum(CASE WHEN t.outcome = 'PASSED' THEN 1 ELSE 0 END), 0), "
+                    "coalesce(sum(t.throttled_s), 0), coalesce(avg(t.duration_ms), 0), "
+                    "coalesce(avg(t.latency_ms), 0) "
                     "FROM test_results t JOIN certification_runs r ON r.id = t.run_id "
                     "WHERE r.job_id = :job"
                 ),
                 {"job": self.job_id},
             ).one()
-        return dict(
-            zip(("tests", "attempts", "retries", "rate_limit_failed", "passed"), row, strict=True)
+        keys = (
+            "tests",
+            "attempts",
+            "retries",
+            "rate_limit_failed",
+            "passed",
+            "throttled_s",
+            "test_duration_ms",
+            "latency_ms",
         )
+        return {key: round(float(value), 1) for key, value in zip(keys, row, strict=True)}
 
     def recorded_latencies_ms(self) -> list[float]:
         """Provider latency as the runner recorded it (one-call tests): for a 0 ms model,
@@ -525,8 +547,10 @@ def b1(args: argparse.Namespace) -> dict[str, Any]:
         targets: list[tuple[str | int, str]] = [(d, g) for d in refs for g in regions]
         run.start_workers(args.workers)
         stats_before = run.db_stats()
+        cpu_before = machine_jiffies()
         run.enqueue(targets[: args.count])
         done = run.wait_done(args.timeout)
+        machine_busy = busy_fraction(cpu_before, machine_jiffies())
         for worker in run.workers:
             worker.sample()
         stats_after = run.db_stats()
@@ -565,6 +589,7 @@ def b1(args: argparse.Namespace) -> dict[str, Any]:
             "per_executor": per_executor(runs),
             "resources": worker_resources(run.workers),
             "db_stats": _delta(stats_before, stats_after),
+            "machine_cpu_busy": machine_busy,
         }
 
 
@@ -614,8 +639,10 @@ def b2(args: argparse.Namespace) -> dict[str, Any]:
         refs = run.seed(deployments, options)
         targets: list[tuple[str | int, str]] = [(d, g) for d in refs for g in regions]
         run.start_workers(args.workers)
+        cpu_before = machine_jiffies()
         run.enqueue(targets[: args.count])
         done = run.wait_done(args.timeout)
+        machine_busy = busy_fraction(cpu_before, machine_jiffies())
         for worker in run.workers:
             worker.sample()
         runs = run.runs()
@@ -624,7 +651,8 @@ def b2(args: argparse.Namespace) -> dict[str, Any]:
         last = max((x["completed"] for x in finished), default=time.time())
         wall = last - run.enqueued_at
         # Calls that got through the quota: attempts minus the refused (retried) ones.
-        served = totals["attempts"] - totals["retries"]
+        served = int(totals["attempts"] - totals["retries"])
+        durations = [x["completed"] - x["started"] for x in finished]
         bound = served / (args.quota * len(regions))
         return {
             "bench": "b2",
@@ -641,10 +669,15 @@ def b2(args: argparse.Namespace) -> dict[str, Any]:
             "provider_calls": served,
             "bound_s": r(bound),
             "ratio": r(wall / bound, 3),
-            "rate_limit_failed": totals["rate_limit_failed"],
-            "retries": totals["retries"],
-            "tests": totals["tests"],
-            "tests_passed": totals["passed"],
+            "rate_limit_failed": int(totals["rate_limit_failed"]),
+            "retries": int(totals["retries"]),
+            "tests": int(totals["tests"]),
+            "tests_passed": int(totals["passed"]),
+            "throttled_s_total": totals["throttled_s"],
+            "test_duration_mean_ms": totals["test_duration_ms"],
+            "latency_mean_ms": totals["latency_ms"],
+            "cert_duration_p50_s": r(pct(durations, 50)),
+            "machine_cpu_busy": machine_busy,
             "statuses": status_counts(runs),
             "per_executor": per_executor(runs),
             "resources": worker_resources(run.workers),
@@ -678,8 +711,10 @@ def b3(args: argparse.Namespace) -> dict[str, Any]:
         def sample_rss() -> None:
             samples.append(_status_kb(worker.pid, "VmRSS"))
 
+        cpu_before = machine_jiffies()
         run.enqueue(targets[: args.count])
         done = run.wait_done(args.timeout, on_tick=sample_rss)
+        machine_busy = busy_fraction(cpu_before, machine_jiffies())
         worker.sample()
         runs = run.runs()
         finished = [x for x in runs if x["completed"] is not None]
@@ -707,6 +742,7 @@ def b3(args: argparse.Namespace) -> dict[str, Any]:
             "rss_max_sampled_mb": r(max(samples, default=0) / 1024, 1),
             "peak_rss_mb": r((worker.peak_rss_kb or 0) / 1024, 1),
             "worker_cpu_s": r(worker.cpu_s, 1),
+            "machine_cpu_busy": machine_busy,
             "statuses": status_counts(runs),
         }
 
@@ -831,6 +867,21 @@ def b4(args: argparse.Namespace) -> dict[str, Any]:
             "requeued": sum(int(s.get("requeued", 0)) for s in stalled),
             "detected_after_kill_s": r(detected - killed_at if detected else None),
             "done_after_kill_s": r(last - killed_at),
+            # The victim's certifications keep its executor id (their `prepare` step is
+            # not run again): when the last of them was finished by the survivor.
+            "victims_work_done_after_kill_s": r(
+                max(
+                    (x["completed"] for x in finished if x["executor"] == victim.executor_id),
+                    default=killed_at,
+                )
+                - killed_at
+            ),
+            # When the survivor claimed the victim's requeued certifications.
+            "victims_work_claimed_after_kill_s": sorted(
+                r(x["claimed"] - killed_at, 1)
+                for x in runs
+                if x["executor"] == victim.executor_id and x["claimed"] and x["claimed"] > killed_at
+            ),
             "total_s": r(last - run.enqueued_at),
             "tests_reexecuted": len(replaced) + len(reran_in_flight),
             "reexecuted_in_flight": len(reran_in_flight),
