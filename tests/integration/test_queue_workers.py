@@ -349,3 +349,17 @@ def test_the_reaper_requeues_a_dead_workers_certifications(
     assert '"stalled"' in survivor.log() and "w-dead" in survivor.log()
     done = summary(catalog, job.job_id or "")
     assert (done["processed"], done["succeeded"]) == (2, 2), done
+
+
+def test_certification_timeout_counts_from_the_start_and_still_gives_a_verdict(
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
+) -> None:
+    job = enqueuer.enqueue(catalog, [("lab/steady", "us-east-1")], kind=JobKind.SINGLE)
+    workers("w-timeout", CERTIFICATION_TIMEOUT="2500")  # ms; a full run takes ~6 s
+    wait_for(lambda: completed(catalog, job.job_id or ""), what="the job, despite the timeout")
+    run = _runs(catalog)[-1]
+    with transaction(catalog) as session:
+        rows = session.scalars(select(TestResultRow).where(TestResultRow.run_id == run.id)).all()
+        skipped = [r for r in rows if "CERTIFICATION_TIMEOUT (2.5 s)" in (r.detail or "")]
+    assert skipped and run.status in ("CERTIFIED", "QUALITY_WARNING", "FAILED", "ERROR")
+    assert run.tests_skipped == len(skipped)

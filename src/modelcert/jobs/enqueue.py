@@ -155,7 +155,6 @@ class Enqueuer:
             "workflow_id": workflow_id,
             "deduplication_id": deduplication_id(deployment_id, region),
             "priority": PRIORITY_VALUES[priority],
-            "workflow_timeout": self.settings.certification_timeout_s,
         }
         if delay_s:
             options["delay_seconds"] = delay_s

@@ -188,24 +188,36 @@ async def certify_deployment(job_id: str | None, deployment_id: int, region: str
         metrics.record_certification_started(region, prepared.provider_kind)
         results: list[TestResult] = []
         total = len(prepared.tests)
+        # CERTIFICATION_TIMEOUT counts from here, once the worker has a slot for this run
+        # (not from the moment the workflow was claimed: waiting is not running).
+        limit_s = ctx.settings.certification_timeout_s
         try:
-            for position, (test_id, skip) in enumerate(prepared.tests):
-                reason = skip or skip_reason_after(results)
-                if reason:
-                    result = skipped(PlannedTest(BATTERY_BY_ID[test_id]), reason)
-                else:
-                    result = await run_one_test(prepared, position, test_id)
-                results.append(result)
-                await DBOS.set_event_async(
-                    "progress",
-                    {
-                        "type": "progress",
-                        "current": position + 1,
-                        "total": total,
-                        "testName": test_id,
-                        "status": result.outcome.value,
-                    },
+            try:
+                async with asyncio.timeout(limit_s):
+                    for position, (test_id, skip) in enumerate(prepared.tests):
+                        reason = skip or skip_reason_after(results)
+                        if reason:
+                            result = skipped(PlannedTest(BATTERY_BY_ID[test_id]), reason)
+                        else:
+                            result = await run_one_test(prepared, position, test_id)
+                        results.append(result)
+                        await DBOS.set_event_async(
+                            "progress",
+                            {
+                                "type": "progress",
+                                "current": position + 1,
+                                "total": total,
+                                "testName": test_id,
+                                "status": result.outcome.value,
+                            },
+                        )
+            except TimeoutError:
+                reason = (
+                    f"not run: the certification exceeded CERTIFICATION_TIMEOUT ({limit_s:g} s)"
                 )
+                for test_id, _ in prepared.tests[len(results) :]:
+                    results.append(skipped(PlannedTest(BATTERY_BY_ID[test_id]), reason))
+                log_event("error", workflow_id=DBOS.workflow_id, error=reason)
             summary = await finish(prepared, results)
         except DBOSWorkflowCancelledError:
             await asyncio.to_thread(
