@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from modelcert.providers.base import ChatRequest, Message, ProviderError, Target
-from modelcert.providers.sim import SimProvider
+from modelcert.providers.sim import SimProvider, take_token
 
 RPS = 20.0
+BURST = 5  # calls the bucket lets go at once
 WINDOW_S = 1.5
 REQUEST = ChatRequest(messages=(Message("user", "Hi"),), stream=False)
 
@@ -25,6 +26,7 @@ def _target(quota_dir: Path, scope: str, model_id: str = "healthy-fast:q") -> Ta
     options: dict[str, Any] = {
         "latency_ms": 0,
         "quota_rps": RPS,
+        "quota_burst": BURST,
         "quota_scope": scope,
         "quota_dir": str(quota_dir),
     }
@@ -86,10 +88,10 @@ def test_host_scope_is_one_quota_for_every_process(tmp_path: Path) -> None:
     outcomes = _two_processes(tmp_path, "host")
     answered = [t for times, _ in outcomes for t in times]
     counts = [(len(times), refused) for times, refused in outcomes]
-    # A one-token bucket: in any one second, at most RPS calls (+1 for the boundary).
-    assert _max_in_any_second(answered) <= RPS + 1, counts
+    # A token bucket: in any one second, at most RPS calls plus the burst (+1, boundary).
+    assert _max_in_any_second(answered) <= RPS + BURST + 1, counts
     span = max(answered) - min(answered)
-    assert len(answered) <= RPS * span + 2, (counts, span)
+    assert len(answered) <= RPS * span + BURST + 1, (counts, span)
     assert len(answered) >= RPS * WINDOW_S * 0.6, counts  # the quota is used, not starved
     assert all(refused > 0 for _, refused in counts), counts  # each felt the other's calls
 
@@ -102,15 +104,20 @@ def test_process_scope_stays_the_default_each_process_its_own_quota(tmp_path: Pa
     assert not list(tmp_path.iterdir())  # no shared file involved
 
 
-async def test_host_scope_in_one_process_keeps_the_one_token_bucket(tmp_path: Path) -> None:
+async def _drain(provider: SimProvider, target: Target) -> None:
+    for _ in range(BURST):
+        async for _ in provider.chat(target, REQUEST):
+            pass
+
+
+async def test_host_scope_in_one_process_keeps_the_token_bucket(tmp_path: Path) -> None:
     provider = SimProvider()
     target = _target(tmp_path, "host")
-    async for _ in provider.chat(target, REQUEST):
-        pass
+    await _drain(provider, target)  # the burst goes at once...
     with pytest.raises(ProviderError) as refused:
         async for _ in provider.chat(target, REQUEST):
             pass
-    assert refused.value.status == 429
+    assert refused.value.status == 429  # ...then calls wait for the refill
     assert refused.value.retry_after is not None and 0 < refused.value.retry_after <= 1 / RPS
     other_region = Target(target.model_id, "eu-west-1", options=target.options)
     async for _ in provider.chat(other_region, REQUEST):  # another (model, region): own quota
@@ -122,8 +129,7 @@ async def test_a_shared_quota_key_spans_deployments(tmp_path: Path) -> None:
     options = {**_target(tmp_path, "host").options, "quota_key": "account-1"}
     first = Target("healthy-fast:a", "us-east-1", options=options)
     second = Target("healthy-fast:b", "us-east-1", options=options)
-    async for _ in provider.chat(first, REQUEST):
-        pass
+    await _drain(provider, first)
     with pytest.raises(ProviderError):
         async for _ in provider.chat(second, REQUEST):
             pass
@@ -135,3 +141,14 @@ async def test_an_unknown_scope_is_a_configuration_error(tmp_path: Path) -> None
         async for _ in SimProvider().chat(target, REQUEST):
             pass
     assert error.value.code == "ValidationException"
+
+
+def test_token_bucket_refills_at_the_rate_up_to_the_burst() -> None:
+    wait, state = take_token(None, 100.0, rps=2.0, burst=2.0)  # a new bucket is full
+    assert wait == 0 and state == (1.0, 100.0)
+    wait, state = take_token(state, 100.0, rps=2.0, burst=2.0)
+    assert wait == 0 and state == (0.0, 100.0)
+    wait, state = take_token(state, 100.1, rps=2.0, burst=2.0)
+    assert wait == pytest.approx(0.4) and state[0] == pytest.approx(0.2)  # 0.8 token short
+    wait, state = take_token(state, 200.0, rps=2.0, burst=2.0)  # long idle: never above burst
+    assert wait == 0 and state == (1.0, 200.0)

@@ -180,6 +180,8 @@ class _Context:
                 response = await self._attempt(request)
             except ProviderError as error:
                 classification = classify(error)
+                if self.gate is not None and classification.category is ErrorCategory.RATE_LIMIT:
+                    self.gate.record(throttled=True)
                 # With a shared gate, throttling is waited out within a time budget rather
                 # than a count of retries: many certifications at once must not fail
                 # merely because the quota makes them take turns.
@@ -204,6 +206,8 @@ class _Context:
                     self.throttled_s += delay
                 await self.sleep_fn(delay)
                 continue
+            if self.gate is not None:
+                self.gate.record(throttled=False)
             self.responses.append(response)
             return response
 

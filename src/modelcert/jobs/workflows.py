@@ -2,7 +2,9 @@
 
 A worker killed mid-certification resumes at the last completed test (completed steps
 are read back from the database, not run again: no paying twice for an LLM call).
-Each finished test is stored at once, so progress shows while the run goes on.
+Each finished test is stored at once, so progress shows while the run goes on (the API's
+server-sent events and the dashboard read those rows; DBOS events are not used, as one
+more write per test).
 """
 
 from __future__ import annotations
@@ -187,7 +189,6 @@ async def certify_deployment(job_id: str | None, deployment_id: int, region: str
         )
         metrics.record_certification_started(region, prepared.provider_kind)
         results: list[TestResult] = []
-        total = len(prepared.tests)
         # CERTIFICATION_TIMEOUT counts from here, once the worker has a slot for this run
         # (not from the moment the workflow was claimed: waiting is not running).
         limit_s = ctx.settings.certification_timeout_s
@@ -201,16 +202,6 @@ async def certify_deployment(job_id: str | None, deployment_id: int, region: str
                         else:
                             result = await run_one_test(prepared, position, test_id)
                         results.append(result)
-                        await DBOS.set_event_async(
-                            "progress",
-                            {
-                                "type": "progress",
-                                "current": position + 1,
-                                "total": total,
-                                "testName": test_id,
-                                "status": result.outcome.value,
-                            },
-                        )
             except TimeoutError:
                 reason = (
                     f"not run: the certification exceeded CERTIFICATION_TIMEOUT ({limit_s:g} s)"
@@ -238,5 +229,4 @@ async def certify_deployment(job_id: str | None, deployment_id: int, region: str
         _finished(region, prepared, summary["status"], started)
         event = "completed" if summary["status"] in ("CERTIFIED", "QUALITY_WARNING") else "failed"
         log_event(event, workflow_id=DBOS.workflow_id, **summary)
-        await DBOS.set_event_async("progress", {"type": "complete", "certification": summary})
         return summary

@@ -3,14 +3,16 @@ and benchmarks. Every result it produces is labelled as simulation (`simulated =
 
 A deployment picks a behaviour profile with `options["profile"]` (or the part of its
 model id before ":"); `options` may also override `latency_ms`, `quota_rps`,
-`available_regions`, `error_rate_429`, `error_rate_5xx`, `retry_after_s`.
+`quota_burst`, `available_regions`, `error_rate_429`, `error_rate_5xx`, `retry_after_s`.
 
-The quota (`quota_rps`) is counted per (model id, region) in this process by default
-(`quota_scope: "process"`). With `quota_scope: "host"` every process on the machine
-draws on the same quota, as they would on a real provider's: the bucket lives in a small
-file (in `quota_dir`, default the system temporary directory) updated under an exclusive
-`flock`. `quota_key` lets several deployments share one quota (an account-wide one);
-it defaults to the model id.
+The quota is a token bucket, as providers' quotas are: `quota_rps` calls a second on
+average, up to `quota_burst` at once (default: one second's worth); beyond it, 429 with a
+Retry-After saying when the next call may go. It is counted per (model id, region) in
+this process by default (`quota_scope: "process"`). With `quota_scope: "host"` every
+process on the machine draws on the same quota, as they would on a real provider's: the
+bucket lives in a small file (in `quota_dir`, default the system temporary directory)
+updated under an exclusive `flock`. `quota_key` lets several deployments share one quota
+(an account-wide one); it defaults to the model id.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class SimProfile:
     error_rate_5xx: float = 0.0
     retry_after_s: float = 1.0
     quota_rps: float | None = None  # per (quota key, region); beyond it, 429
+    quota_burst: float | None = None  # calls that may go at once; default one second's worth
     quota_scope: str = "process"  # "process": counted in this process; "host": all of them
     quota_key: str | None = None  # deployments naming the same key share a quota
     quota_dir: str | None = None  # where "host" quotas keep their files
@@ -143,7 +146,7 @@ def profile_for(target: Target) -> SimProfile:
     changes: dict[str, Any] = {}
     if "latency_ms" in options:
         changes["latency"] = LatencyDistribution.parse(options["latency_ms"])
-    for key in ("quota_rps", "error_rate_429", "error_rate_5xx", "retry_after_s"):
+    for key in ("quota_rps", "quota_burst", "error_rate_429", "error_rate_5xx", "retry_after_s"):
         if key in options:
             changes[key] = float(options[key])
     if "available_regions" in options:
@@ -167,30 +170,41 @@ def profile_for(target: Target) -> SimProfile:
 QUOTA_SCOPES = ("process", "host")
 
 
+def take_token(
+    state: tuple[float, float] | None, now: float, rps: float, burst: float
+) -> tuple[float, tuple[float, float]]:
+    """A token bucket: `burst` calls may go at once, refilled at `rps` a second.
+
+    `state` is (tokens, when counted), None for a full bucket. Returns (0, new state) when
+    a call may start now (and takes its token), else (seconds until one may, state)."""
+    tokens, counted = state if state is not None else (burst, now)
+    tokens = min(burst, tokens + max(0.0, now - counted) * rps)
+    if tokens >= 1.0:
+        return 0.0, (tokens - 1.0, now)
+    return (1.0 - tokens) / rps, (tokens, now)
+
+
 class _Quota:
-    """A one-token bucket per (deployment, region): at most `rps` calls a second."""
+    """A token bucket per (quota key, region), counted in this process."""
 
     def __init__(self) -> None:
-        self._next_free: dict[tuple[str, str], float] = {}
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def wait_needed(self, key: tuple[str, str], rps: float, now: float) -> float:
+    def wait_needed(self, key: tuple[str, str], rps: float, burst: float, now: float) -> float:
         """0 if a call may start now (and books it), else seconds until it may."""
         with self._lock:
-            free_at = self._next_free.get(key, 0.0)
-            if now < free_at:
-                return free_at - now
-            self._next_free[key] = now + 1 / rps
-            return 0.0
+            wait, self._buckets[key] = take_token(self._buckets.get(key), now, rps, burst)
+            return wait
 
 
 class _HostQuota:
-    """The same one-token bucket, shared by every process on this machine.
+    """The same token bucket, shared by every process on this machine.
 
-    The instant the next call may start lives in one small file per (key, region), read
-    and rewritten under an exclusive `flock`. The clock is the wall clock (the only one
-    every process agrees on); a booked instant more than one interval ahead can only
-    come from a clock step, and is then treated as free."""
+    The bucket (tokens, when counted) lives in one small file per (key, region), read and
+    rewritten under an exclusive `flock`. The clock is the wall clock (the only one every
+    process agrees on); a count dated in the future can only come from a clock step, and
+    is then treated as a full bucket."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
@@ -202,21 +216,23 @@ class _HostQuota:
         digest = hashlib.sha256(f"{key[0]}|{key[1]}".encode()).hexdigest()[:32]
         return os.path.join(folder, f"{digest}.quota")
 
-    def wait_needed(self, key: tuple[str, str], rps: float, directory: str | None) -> float:
+    def wait_needed(
+        self, key: tuple[str, str], rps: float, burst: float, directory: str | None
+    ) -> float:
         """0 if a call may start now (and books it), else seconds until it may."""
-        interval = 1 / rps
         fd = os.open(self.path(directory, key), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor is closed
             now = self._clock()
+            state: tuple[float, float] | None
             try:
-                free_at = float(os.pread(fd, 64, 0).strip() or 0.0)
-            except ValueError:
-                free_at = 0.0
-            if now < free_at <= now + interval:
-                return free_at - now
-            os.pwrite(fd, f"{now + interval!r}".encode().ljust(32), 0)
-            return 0.0
+                tokens, counted = (float(x) for x in os.pread(fd, 64, 0).split())
+                state = (tokens, counted) if counted <= now else None
+            except ValueError:  # a new (empty) or unreadable file: a full bucket
+                state = None
+            wait, (tokens, counted) = take_token(state, now, rps, burst)
+            os.pwrite(fd, f"{tokens!r} {counted!r}".encode().ljust(64), 0)
+            return wait
         finally:
             os.close(fd)
 
@@ -300,10 +316,12 @@ class SimProvider:
             )
         if profile.quota_rps:
             key = (profile.quota_key or target.model_id, target.region)
+            rps = profile.quota_rps
+            burst = max(1.0, profile.quota_burst or rps)
             if profile.quota_scope == "host":
-                wait = self._host_quota.wait_needed(key, profile.quota_rps, profile.quota_dir)
+                wait = self._host_quota.wait_needed(key, rps, burst, profile.quota_dir)
             else:
-                wait = self._quota.wait_needed(key, profile.quota_rps, time.monotonic())
+                wait = self._quota.wait_needed(key, rps, burst, time.monotonic())
             if wait > 0:
                 raise ProviderError(
                     "Too many requests, please wait before trying again. (simulated quota "

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from modelcert.certify.runner import TestResult
@@ -286,10 +286,16 @@ def finish_run(
     run = session.get(CertificationRun, run_id)
     if run is None:
         raise NotFoundError(f"unknown run {run_id}", field="run")
-    recorded = {row.test_id for row in run.tests}
-    for position, result in enumerate(results):
-        if result.test_id not in recorded:
-            run.tests.append(_test_row(position, result))
+    recorded = set(
+        session.scalars(select(TestResultRow.test_id).where(TestResultRow.run_id == run_id))
+    )
+    missing = [
+        _test_values(run_id, position, result)
+        for position, result in enumerate(results)
+        if result.test_id not in recorded
+    ]
+    if missing:  # Core inserts: a worker stores thousands of these, the ORM's flush is slow
+        session.execute(insert(TestResultRow), missing)
     _copy_score(run, score)
     run.completed_at = now
     run.duration_ms = (now - run.started_at).total_seconds() * 1000 if run.started_at else None
@@ -315,18 +321,12 @@ def finish_run(
 def record_test(session: Session, run_id: int, position: int, result: TestResult) -> None:
     """Store one finished test as soon as it ends, so progress is visible while a run goes
     on. Replaces an earlier row of the same test (a step re-executed after a crash)."""
-    existing = session.scalar(
-        select(TestResultRow).where(
+    session.execute(
+        delete(TestResultRow).where(
             TestResultRow.run_id == run_id, TestResultRow.test_id == result.test_id
         )
     )
-    if existing is not None:
-        session.delete(existing)
-        session.flush()
-    row = _test_row(position, result)
-    row.run_id = run_id
-    session.add(row)
-    session.flush()
+    session.execute(insert(TestResultRow).values(_test_values(run_id, position, result)))
 
 
 def count_job_result(session: Session, job_id: str, *, succeeded: bool) -> None:
@@ -367,8 +367,9 @@ def abort_run(session: Session, run_id: int, status: CertificationStatus, messag
     session.flush()
 
 
-def _test_row(position: int, result: TestResult) -> TestResultRow:
-    return TestResultRow(
+def _test_values(run_id: int, position: int, result: TestResult) -> dict[str, Any]:
+    return dict(
+        run_id=run_id,
         position=position,
         test_id=result.test_id,
         title=result.title,
