@@ -101,6 +101,14 @@ class Settings(BaseSettings):
         description="Cap on one retry delay (Retry-After from the provider may exceed it).",
     )
     worker_health_port: int = Field(3002, validation_alias=_env("WORKER_HEALTH_PORT"))
+    worker_health_host: str = Field(
+        "0.0.0.0",
+        validation_alias=_env("MODELCERT_WORKER_HEALTH_HOST"),
+        description=(
+            "Address the worker health server binds: all interfaces by default, so that "
+            "Kubernetes probes and Prometheus can reach it; 127.0.0.1 keeps it local."
+        ),
+    )
     start_rate_per_second: float = Field(
         5.0,
         gt=0,

@@ -71,6 +71,7 @@ class Worker:
         self.health = HealthServer(
             self.state,
             database_check(self.engine),
+            host=settings.worker_health_host,
             port=settings.worker_health_port if health_port is None else health_port,
         )
         self._stop = threading.Event()
