@@ -238,6 +238,54 @@ def matrix(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             console.print(render.SIMULATION_NOTE)
 
 
+@app.command("report")
+def report_command(
+    fmt: Annotated[str, typer.Option("--format", help="json | markdown | junit")] = "markdown",
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
+    ] = None,
+    provider: Annotated[str | None, typer.Option(help="Only this provider (slug).")] = None,
+    region: Annotated[str | None, typer.Option(help="Only this region.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only this deployment.")] = None,
+    since: Annotated[str, typer.Option(help="Changes since: 30m, 12h, 7d, 2w, a date.")] = "7d",
+    require: Annotated[
+        list[str] | None,
+        typer.Option(help="MODEL@REGION that must be certified now (repeat); else exit 1."),
+    ] = None,
+) -> None:
+    """Write the current certifications and recent changes as JSON, Markdown or JUnit XML;
+    with --require, a CI gate."""
+    from pathlib import Path
+
+    from modelcert import reports
+    from modelcert.store.models import utcnow
+
+    if fmt not in reports.FORMATS:
+        raise UserError(f"--format: {fmt!r} is not one of {', '.join(reports.FORMATS)}")
+    requirements = [reports.Requirement.parse(text) for text in require or []]
+    filters = reports.ReportFilters(provider=provider, region=region, model=model, since=since)
+    now = utcnow()
+    with db.transaction(_factory()) as session:
+        report = reports.build_report(session, filters, now)
+        checked = reports.check_requirements(session, requirements, now)
+    document = reports.render(report, fmt)
+    if output is None:
+        sys.stdout.write(document)
+    else:
+        try:
+            Path(output).write_text(document, encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"--output: cannot write {output}: {exc.strerror}") from exc
+        print(f"report written to {output}", file=sys.stderr)
+    missing = [(requirement, entry) for requirement, entry in checked if not entry.valid]
+    for requirement, entry in missing:
+        print(f"not certified: {requirement}: {entry.reason}", file=sys.stderr)
+    if missing:
+        raise typer.Exit(1)
+    if checked:
+        print(f"certified: {', '.join(str(r) for r, _ in checked)}", file=sys.stderr)
+
+
 @app.command("demo")
 def demo(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
