@@ -425,6 +425,7 @@ def api_command(
 app.command("enqueue")(cli_jobs.enqueue_command)
 app.command("worker")(cli_jobs.worker_command)
 app.command("up")(cli_jobs.up_command)
+app.command("recertify-due")(cli_jobs.recertify_due_command)
 app.add_typer(cli_jobs.jobs_app, name="jobs")
 
 

@@ -67,6 +67,49 @@ def enqueue_command(
         _wait_for(factory, result.job_id)
 
 
+def recertify_due_command(
+    dry_run: Annotated[bool, typer.Option(help="Show what is due; queue nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Queue, at low priority, the certifications the re-certification schedule would
+    (expiring within the window, failed ones past the retry interval), once."""
+    from modelcert.jobs.enqueue import Enqueuer
+    from modelcert.jobs.schedule import recertify_due
+
+    settings = get_settings()
+    engine = db.make_engine(settings.database_url)
+    if not db.is_current(engine):
+        raise UserError("database has no schema yet: run `modelcert db upgrade`")
+    factory = db.make_session_factory(engine)
+    enqueuer = None if dry_run else Enqueuer(engine, settings)
+    try:
+        report = recertify_due(factory, settings, enqueuer, dry_run=dry_run)
+    finally:
+        if enqueuer is not None:
+            enqueuer.close()
+    if as_json:
+        print(json.dumps({"dryRun": dry_run, **report.log_fields()}, indent=2))
+        return
+    for problem in report.misconfigured:
+        console.print(f"[red]skipped provider[/] {problem}")
+    if not report.due:
+        console.print("nothing is due for re-certification")
+        return
+    if dry_run:
+        for due in report.due:
+            console.print(f"due {due.deployment} in {due.region} ({due.reason})")
+        console.print(f"{len(report.due)} due; dry run: nothing queued")
+        return
+    for due in report.queued:
+        console.print(f"queued {due.deployment} in {due.region} ({due.reason})")
+    for due in report.refused:
+        console.print(
+            f"[yellow]refused[/] {due.deployment} in {due.region}: already queued or running"
+        )
+    if report.job_id:
+        console.print(f"job {report.job_id}: {len(report.queued)} re-certifications queued (low)")
+
+
 def _wait_for(factory: object, job_id: str) -> None:
     from modelcert.jobs.status import job_summary
 

@@ -117,6 +117,15 @@ _worker_up = Gauge(
     "1 while the worker process serves metrics.",
     registry=REGISTRY,
 )
+# Reasons a certification is due: expiring (still valid), expired, failed (FAILED/ERROR).
+RECERTIFY_REASONS = frozenset({"expiring", "expired", "failed"})
+_recertifications = Counter(
+    "modelcert_recertifications_total",
+    "Certifications the re-certification schedule found due, by reason and outcome "
+    "(queued, or refused as already queued or running).",
+    ["reason", "outcome"],
+    registry=REGISTRY,
+)
 
 
 class _QueueCollector(Collector):
@@ -163,6 +172,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "modelcert_worker_heartbeat_age_seconds",
         "modelcert_worker_up",
         "modelcert_queue_jobs",
+        "modelcert_recertifications_total",
     }
 )
 
@@ -244,6 +254,13 @@ def set_worker_up(up: bool = True) -> None:
 def set_queue_counts(counts: Mapping[tuple[str, str], int]) -> None:
     """Replace the whole `modelcert_queue_jobs` label set with `{(region, state): count}`."""
     _queue.set(counts)
+
+
+def record_recertification(reason: str, outcome: str) -> None:
+    """Count one due certification the schedule queued or saw refused."""
+    if reason not in RECERTIFY_REASONS or outcome not in ("queued", "refused"):
+        raise ValueError(f"unknown re-certification reason/outcome {reason!r}/{outcome!r}")
+    _recertifications.labels(reason=reason, outcome=outcome).inc()
 
 
 def render_metrics() -> tuple[bytes, str]:

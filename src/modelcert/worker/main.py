@@ -82,12 +82,14 @@ class Worker:
     def start(self) -> None:
         configure_runtime(self.runtime)
         import modelcert.jobs.workflows  # noqa: F401  (registers the workflow with DBOS)
+        from modelcert.jobs.schedule import install_schedule  # registers the tick workflow
 
         DBOS(config=dbos_config(self.settings, self.engine, self.executor_id))  # type: ignore[arg-type]
         DBOS.listen_queues(self._queue_names())
         DBOS.launch()  # also resumes this executor's unfinished workflows
         for name in self._queue_names():
             DBOS.register_queue(name, on_conflict="always_update", **queue_options(self.settings))
+        install_schedule(self.engine, self.settings)
         self.health.start()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         metrics.set_worker_up()
