@@ -12,6 +12,7 @@ from modelcert import __version__
 from modelcert.api.errors import install_error_handlers
 from modelcert.api.routes import certification, system
 from modelcert.api.routes import metrics as metrics_routes
+from modelcert.api.routes import reports as report_routes
 from modelcert.settings import Settings, get_settings
 from modelcert.store import db
 
@@ -55,5 +56,6 @@ def create_app(
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(certification.router)
+    app.include_router(report_routes.router)
     app.include_router(metrics_routes.router)
     return app
