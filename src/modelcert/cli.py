@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine
@@ -435,6 +436,12 @@ def main() -> None:
         app()
     except UserError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    except ValidationError as exc:  # a bad setting (environment or .env): name it, no traceback
+        for problem in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(part) for part in problem["loc"]) or exc.title
+            message = problem["msg"].removeprefix("Value error, ")
+            print(f"error: {where}: {message}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -83,7 +83,9 @@ def recertify_due_command(
     factory = db.make_session_factory(engine)
     enqueuer = None if dry_run else Enqueuer(engine, settings)
     try:
-        report = recertify_due(factory, settings, enqueuer, dry_run=dry_run)
+        report = recertify_due(
+            factory, settings, enqueuer, dry_run=dry_run, requested_by="cli:recertify-due"
+        )
     finally:
         if enqueuer is not None:
             enqueuer.close()

@@ -162,7 +162,8 @@ class Settings(BaseSettings):
         # The same check DBOS applies when the schedule is installed, but at start-up.
         if not croniter.is_valid(value, second_at_beginning=True):
             raise ValueError(
-                f"MODELCERT_RECERTIFY_SCHEDULE must be a cron expression or 'off', not {value!r}"
+                "must be a cron expression (5 fields, or 6 with seconds first) or 'off', "
+                f"not {value!r}"
             )
         return value
 

@@ -150,7 +150,7 @@ def test_an_expiring_certification_is_requeued_once_at_low_priority_and_complete
 
 
 def test_a_bad_cron_stops_the_worker_with_the_variable_named(workers: StartWorker) -> None:
-    with pytest.raises(RuntimeError, match="MODELCERT_RECERTIFY_SCHEDULE must be a cron"):
+    with pytest.raises(RuntimeError, match="MODELCERT_RECERTIFY_SCHEDULE: must be a cron"):
         workers("w-bad-cron", MODELCERT_RECERTIFY_SCHEDULE="every ten minutes")
 
 

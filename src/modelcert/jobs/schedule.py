@@ -199,6 +199,7 @@ def recertify_due(
     *,
     now: datetime | None = None,
     dry_run: bool = False,
+    requested_by: str = REQUESTER,
 ) -> RecertifyReport:
     """Select what is due and (unless a dry run) queue it as one low-priority job."""
     with transaction(factory) as session:
@@ -212,7 +213,7 @@ def recertify_due(
         [(d.deployment_id, d.region) for d in report.due],
         kind=JobKind.RECERTIFY,
         priority=Priority.LOW,
-        created_by=REQUESTER,
+        created_by=requested_by,
         scope={
             "deployments": sorted({d.deployment_id for d in report.due}),
             "regions": sorted({d.region for d in report.due}),
