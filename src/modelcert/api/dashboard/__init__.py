@@ -1,0 +1,17 @@
+"""The web dashboard, served by the API at /dashboard: server-rendered pages (Jinja2),
+one stylesheet and one small script shipped in the package (no CDN, no build step).
+Login with an API key; viewers read, operators act."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from modelcert.api.dashboard import actions, login, pages
+from modelcert.api.dashboard.web import PREFIX
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+router.include_router(login.router)
+router.include_router(pages.router)
+router.include_router(actions.router)
+
+__all__ = ["router"]

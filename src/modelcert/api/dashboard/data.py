@@ -1,0 +1,311 @@
+"""What the dashboard pages show, read from the database (read-only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
+
+from modelcert.api import queries
+from modelcert.jobs.control import paused_regions
+from modelcert.jobs.stats import queue_stats
+from modelcert.settings import Settings
+from modelcert.store.models import (
+    Certification,
+    CertificationRun,
+    Deployment,
+    Job,
+    Provider,
+    TestResultRow,
+)
+from modelcert.store.worker_models import WorkerHeartbeat
+
+HOURS_SHOWN = 24
+_FAILED = ("FAILED", "ERROR")
+
+
+def label(deployment: Deployment) -> str:
+    return f"{deployment.provider.slug}/{deployment.provider_model_id}"
+
+
+@dataclass
+class HourBucket:
+    start: datetime
+    finished: int = 0
+    failed: int = 0
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed / self.finished if self.finished else 0.0
+
+
+@dataclass
+class RegionLoad:
+    region: str
+    counts: dict[str, int]
+    paused: bool
+    paused_by: str | None = None
+    throttled_s: float = 0.0
+    rate_limited_tests: int = 0
+
+
+@dataclass
+class Overview:
+    by_status: dict[str, int]
+    valid: int
+    queue_totals: dict[str, int]
+    regions: list[RegionLoad]
+    workers: list[dict[str, Any]]
+    hours: list[HourBucket] = field(default_factory=list)
+
+    @property
+    def busiest_hour(self) -> int:
+        return max((h.finished for h in self.hours), default=0)
+
+
+def overview(session: Session, settings: Settings, now: datetime) -> Overview:
+    stats = queue_stats(session, settings)
+    by_status, valid = queries.certification_counts(session, now)
+    paused = paused_regions(session)
+    served = {r for p in queries.active_providers(session) for r in p.regions}
+    throttling = _throttling(session, now - timedelta(hours=HOURS_SHOWN))
+    regions = []
+    for region in sorted(served | set(stats["byRegion"]) | set(paused)):
+        pause = paused.get(region)
+        throttled_s, limited = throttling.get(region, (0.0, 0))
+        regions.append(
+            RegionLoad(
+                region=region,
+                counts=stats["byRegion"].get(region, {}),
+                paused=pause is not None,
+                paused_by=pause.paused_by if pause else None,
+                throttled_s=throttled_s,
+                rate_limited_tests=limited,
+            )
+        )
+    totals = {k: v for k, v in stats.items() if isinstance(v, int) and k != "paused"}
+    return Overview(
+        by_status=by_status,
+        valid=valid,
+        queue_totals=totals,
+        regions=regions,
+        workers=_workers(session, now),
+        hours=_hours(session, now),
+    )
+
+
+def _workers(session: Session, now: datetime) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(WorkerHeartbeat)
+        .where(WorkerHeartbeat.stopped_at.is_(None))
+        .order_by(WorkerHeartbeat.executor_id)
+    )
+    return [
+        {
+            "executor_id": w.executor_id,
+            "hostname": w.hostname,
+            "regions": w.regions,
+            "in_flight": w.in_flight,
+            "concurrency": w.concurrency,
+            "heartbeat_age_s": max(0.0, (now - w.heartbeat_at).total_seconds()),
+        }
+        for w in rows
+    ]
+
+
+def _hours(session: Session, now: datetime) -> list[HourBucket]:
+    top = now.replace(minute=0, second=0, microsecond=0)
+    first = top - timedelta(hours=HOURS_SHOWN - 1)
+    buckets = [HourBucket(first + timedelta(hours=i)) for i in range(HOURS_SHOWN)]
+    rows = session.execute(
+        select(CertificationRun.completed_at, CertificationRun.status).where(
+            CertificationRun.completed_at >= first
+        )
+    )
+    for completed_at, status in rows:
+        if completed_at is None:
+            continue
+        index = int((completed_at - first).total_seconds() // 3600)
+        if 0 <= index < HOURS_SHOWN:
+            buckets[index].finished += 1
+            buckets[index].failed += status in _FAILED
+    return buckets
+
+
+def _throttling(session: Session, since: datetime) -> dict[str, tuple[float, int]]:
+    """Per region: seconds tests waited for the throttle, tests that met a rate limit."""
+    rows = session.execute(
+        select(
+            CertificationRun.region,
+            func.coalesce(func.sum(TestResultRow.throttled_s), 0.0),
+            func.count(TestResultRow.id).filter(TestResultRow.error_category == "RATE_LIMIT"),
+        )
+        .join(CertificationRun, CertificationRun.id == TestResultRow.run_id)
+        .where(CertificationRun.started_at >= since)
+        .group_by(CertificationRun.region)
+    )
+    return {region: (float(waited), int(limited)) for region, waited, limited in rows}
+
+
+@dataclass
+class MatrixRow:
+    deployment: Deployment
+    cells: dict[str, Certification]
+
+
+def matrix(session: Session) -> tuple[list[str], list[MatrixRow]]:
+    """Every active deployment × the regions its provider serves, with current verdicts."""
+    deployments = list(
+        session.scalars(
+            select(Deployment)
+            .join(Provider)
+            .where(Deployment.active.is_(True), Provider.active.is_(True))
+            .order_by(Provider.slug, Deployment.provider_model_id)
+        ).unique()
+    )
+    regions = sorted({r for d in deployments for r in d.provider.regions})
+    cells: dict[int, dict[str, Certification]] = {}
+    for cert in session.scalars(select(Certification)).unique():
+        cells.setdefault(cert.deployment_id, {})[cert.region] = cert
+    return regions, [MatrixRow(d, cells.get(d.id, {})) for d in deployments]
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    """The Jobs page's search form; empty strings mean "any"."""
+
+    q: str = ""
+    provider: str = ""
+    model: str = ""
+    region: str = ""
+    status: str = ""
+    requester: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+
+    def active(self) -> dict[str, str]:
+        values = {
+            "q": self.q,
+            "provider": self.provider,
+            "model": self.model,
+            "region": self.region,
+            "status": self.status,
+            "requester": self.requester,
+            "date_from": self.date_from.isoformat() if self.date_from else "",
+            "date_to": self.date_to.isoformat() if self.date_to else "",
+        }
+        return {k: v for k, v in values.items() if v}
+
+
+def _touches(*conditions: Any) -> Any:
+    """Jobs with a run, or a certification, matching the conditions."""
+    by_run = exists(
+        select(CertificationRun.id)
+        .join(Deployment, Deployment.id == CertificationRun.deployment_id)
+        .join(Provider)
+        .where(CertificationRun.job_id == Job.id, *conditions)
+    )
+    by_cert = exists(
+        select(Certification.id)
+        .join(Deployment, Deployment.id == Certification.deployment_id)
+        .join(Provider)
+        .where(Certification.job_id == Job.id, *conditions)
+    )
+    return by_run | by_cert
+
+
+def job_page(
+    session: Session, filters: JobFilters, paging: queries.Paging
+) -> tuple[list[Job], int]:
+    """Jobs matching the filters, newest first: one page and the number of matches."""
+    query = select(Job)
+    if filters.q:
+        query = query.where(
+            Job.id.startswith(filters.q)
+            | Job.created_by.contains(filters.q)
+            | _touches(Deployment.provider_model_id.contains(filters.q))
+        )
+    if filters.provider:
+        query = query.where(_touches(Provider.slug == filters.provider))
+    if filters.model:
+        query = query.where(_touches(Deployment.provider_model_id.contains(filters.model)))
+    if filters.region:
+        region = filters.region
+        query = query.where(
+            exists(
+                select(CertificationRun.id).where(
+                    CertificationRun.job_id == Job.id, CertificationRun.region == region
+                )
+            )
+            | exists(
+                select(Certification.id).where(
+                    Certification.job_id == Job.id, Certification.region == region
+                )
+            )
+        )
+    if filters.status:
+        query = query.where(Job.status == filters.status)
+    if filters.requester:
+        query = query.where(Job.created_by == filters.requester)
+    if filters.date_from:
+        query = query.where(Job.created_at >= _midnight(filters.date_from))
+    if filters.date_to:
+        query = query.where(Job.created_at < _midnight(filters.date_to + timedelta(days=1)))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(Job.created_at.desc(), Job.id).offset(paging.offset).limit(paging.page_size)
+    )
+    return list(rows), total
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def filter_choices(session: Session) -> dict[str, list[str]]:
+    """Values offered by the Jobs page's filter menus."""
+    return {
+        "providers": list(session.scalars(select(Provider.slug).order_by(Provider.slug))),
+        "regions": sorted({r for p in session.scalars(select(Provider)) for r in p.regions}),
+        "requesters": [
+            r
+            for r in session.scalars(select(Job.created_by).distinct().order_by(Job.created_by))
+            if r
+        ],
+    }
+
+
+@dataclass
+class JobRun:
+    run: CertificationRun
+    deployment: Deployment
+
+
+def job_runs(session: Session, job_id: str) -> list[JobRun]:
+    rows = session.execute(
+        select(CertificationRun, Deployment)
+        .join(Deployment, Deployment.id == CertificationRun.deployment_id)
+        .where(CertificationRun.job_id == job_id)
+        .order_by(CertificationRun.id)
+    )
+    return [JobRun(run, deployment) for run, deployment in rows]
+
+
+def timeline(job: Job, runs: list[JobRun]) -> list[tuple[datetime, str]]:
+    """What happened to a job, in order."""
+    events: list[tuple[datetime, str]] = [(job.created_at, f"queued by {job.created_by or '?'}")]
+    if job.started_at:
+        events.append((job.started_at, "first certification started"))
+    for item in runs:
+        name = f"{label(item.deployment)} in {item.run.region}"
+        if item.run.started_at:
+            worker = f" on {item.run.executor_id}" if item.run.executor_id else ""
+            events.append((item.run.started_at, f"{name} started{worker}"))
+        if item.run.completed_at:
+            events.append((item.run.completed_at, f"{name}: {item.run.status}"))
+    if job.completed_at:
+        events.append((job.completed_at, f"job {job.status.lower()}"))
+    return sorted(events, key=lambda e: e[0])

@@ -1,0 +1,161 @@
+"""The dashboard's pages (GET): overview, matrix, certification, run, jobs, job, and the
+job's live progress stream."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
+
+from modelcert.api import queries, sse
+from modelcert.api.dashboard import data
+from modelcert.api.dashboard.web import HERE, LoginDep, error_page, render
+from modelcert.api.deps import SessionDep
+from modelcert.api.routes.certification import FactoryDep
+from modelcert.api.routes.certification_reads import SettingsDep
+from modelcert.domain import CertificationStatus, JobStatus
+from modelcert.errors import UserError
+from modelcert.jobs.control import paused_regions
+from modelcert.jobs.status import job_summary
+from modelcert.store.models import utcnow
+
+router = APIRouter()
+
+STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+PAGE_SIZE = 25
+
+
+@router.get("/static/{name}", include_in_schema=False)
+def static(name: str) -> Response:
+    """The stylesheet and the script, from the package (no CDN, no build step)."""
+    if name not in STATIC_FILES:
+        return Response(status_code=404)
+    return FileResponse(
+        HERE / "static" / name,
+        media_type=STATIC_FILES[name],
+        headers={"Cache-Control": "max-age=300"},
+    )
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(
+    request: Request, login: LoginDep, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """Counts by state and region, workers alive, throughput and failures, throttling."""
+    now = utcnow()
+    return render(
+        request, login, "overview.html", page="overview", now=now,
+        overview=data.overview(session, settings, now),
+    )  # fmt: skip
+
+
+@router.get("/matrix", response_class=HTMLResponse)
+def matrix(request: Request, login: LoginDep, session: SessionDep) -> Response:
+    """Deployments × regions with their current verdicts."""
+    regions, rows = data.matrix(session)
+    return render(
+        request, login, "matrix.html", page="matrix", regions=regions, rows=rows, now=utcnow(),
+        label=data.label,
+    )  # fmt: skip
+
+
+@router.get("/certifications/{deployment_id}/{region}", response_class=HTMLResponse)
+def certification(
+    deployment_id: int, region: str, request: Request, login: LoginDep, session: SessionDep
+) -> Response:
+    """One deployment's certification in one region, and its run history."""
+    try:
+        current, history = queries.certification_detail(
+            session, str(deployment_id), region, runs=50
+        )
+    except UserError as exc:
+        return error_page(request, login, 404, exc.message)
+    return render(
+        request, login, "certification.html", page="matrix", cert=current, runs=history,
+        label=data.label(current.deployment), now=utcnow(),
+        paused=region in paused_regions(session),
+    )  # fmt: skip
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run(run_id: int, request: Request, login: LoginDep, session: SessionDep) -> Response:
+    """One run: every test with its outcome, latency, retries and classified error."""
+    try:
+        found, deployment = queries.run_detail(session, run_id)
+    except UserError as exc:
+        return error_page(request, login, 404, exc.message)
+    return render(
+        request, login, "run.html", page="matrix", run=found, deployment=deployment,
+        label=data.label(deployment),
+    )  # fmt: skip
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs(
+    request: Request,
+    login: LoginDep,
+    session: SessionDep,
+    q: Annotated[str, Query(max_length=200)] = "",
+    provider: Annotated[str, Query(max_length=64)] = "",
+    model: Annotated[str, Query(max_length=300)] = "",
+    region: Annotated[str, Query(max_length=64)] = "",
+    status: Annotated[str, Query(max_length=16)] = "",
+    requester: Annotated[str, Query(max_length=200)] = "",
+    date_from: Annotated[date | None, Query()] = None,
+    date_to: Annotated[date | None, Query()] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    """Every job, newest first, with search and filters."""
+    filters = data.JobFilters(
+        q=q.strip(), provider=provider, model=model.strip(), region=region, status=status,
+        requester=requester, date_from=date_from, date_to=date_to,
+    )  # fmt: skip
+    rows, total = data.job_page(session, filters, queries.Paging(page, PAGE_SIZE))
+    return render(
+        request, login, "jobs.html", page="jobs", jobs=rows, total=total, page_number=page,
+        pages=max(1, -(-total // PAGE_SIZE)), filters=filters, active=filters.active(),
+        choices=data.filter_choices(session), statuses=[s.value for s in JobStatus],
+    )  # fmt: skip
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job(job_id: str, request: Request, login: LoginDep, session: SessionDep) -> Response:
+    """A job: its certifications, each run's tests, the timeline; live while it runs."""
+    try:
+        found = queries.require_job(session, job_id)
+        summary = job_summary(session, job_id)
+    except UserError as exc:
+        return error_page(request, login, 404, exc.message)
+    runs = data.job_runs(session, job_id)
+    failed = [
+        r for r in runs if r.run.status in (CertificationStatus.FAILED, CertificationStatus.ERROR)
+    ]
+    return render(
+        request, login, "job.html", page="jobs", job=found, summary=summary, runs=runs,
+        failed=failed, timeline=data.timeline(found, runs), label=data.label,
+        finished=found.status in (JobStatus.COMPLETED, JobStatus.CANCELLED),
+    )  # fmt: skip
+
+
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse)
+def job_events(
+    job_id: str, request: Request, login: LoginDep, session: SessionDep, factory: FactoryDep
+) -> Response:
+    """The job's progress as Server-Sent Events (the API's stream, behind the session
+    cookie: a browser's EventSource cannot send a bearer header)."""
+    try:
+        queries.require_job(session, job_id)
+    except UserError as exc:
+        return Response(exc.message, status_code=404)
+    # The stream opens its own sessions: hold no transaction open for its whole life.
+    session.close()
+    stream = sse.job_events(
+        sse.JobProgress(factory, job_id),
+        request.is_disconnected,
+        poll_s=sse.POLL_S,
+        heartbeat_s=sse.HEARTBEAT_S,
+    )
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
