@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert import __version__
+from modelcert.api.dashboard import router as dashboard_router
 from modelcert.api.errors import install_error_handlers
 from modelcert.api.routes import certification, system
 from modelcert.api.routes import metrics as metrics_routes
@@ -56,6 +57,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(certification.router)
+    app.include_router(dashboard_router)
     app.include_router(report_routes.router)
     app.include_router(metrics_routes.router)
     return app
