@@ -25,7 +25,7 @@ from modelcert.domain import JobKind, Priority
 from modelcert.errors import UserError
 from modelcert.jobs import control
 from modelcert.jobs.cancel import cancel_job
-from modelcert.jobs.enqueue import EnqueueResult
+from modelcert.jobs.enqueue import EnqueueResult, all_active_targets
 from modelcert.store.db import transaction
 
 router = APIRouter()
@@ -162,6 +162,36 @@ async def recertify(
         if result.job_id is not None:
             back = f"{PREFIX}/jobs/{result.job_id}"
         return _queued_message(result, "to re-certify")
+
+    return await _attempt(request, lambda: back, run)
+
+
+@router.post("/certify-all")
+async def certify_all(
+    request: Request, login: LoginDep, enqueuer: EnqueuerDep, factory: FactoryDep
+) -> Response:
+    """Certify every active deployment in every region it serves (the matrix's button)."""
+    form, refused = await _operator_form(request, login)
+    if refused:
+        return refused
+    back = f"{PREFIX}/matrix"
+
+    def run() -> str:
+        nonlocal back
+        with transaction(factory) as session:
+            targets = all_active_targets(session, [])
+        if not targets:
+            raise UserError("no active deployment to certify", field="deployments")
+        result = enqueuer.enqueue(
+            factory,
+            targets,
+            kind=JobKind.ALL,
+            priority=_priority(form, Priority.NORMAL),
+            created_by=login.key_name,
+        )
+        if result.job_id is not None:
+            back = f"{PREFIX}/jobs/{result.job_id}"
+        return _queued_message(result, "for every active deployment")
 
     return await _attempt(request, lambda: back, run)
 
