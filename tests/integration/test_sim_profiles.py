@@ -15,8 +15,9 @@ from modelcert.domain import Badge, CertificationStatus
 from modelcert.domain import ErrorCategory as C
 from modelcert.providers.registry import ProviderPool
 from modelcert.settings import Settings
+from modelcert.store import repo
 from modelcert.store.db import transaction
-from modelcert.store.models import Certification, CertificationRun, TestResultRow
+from modelcert.store.models import Certification, CertificationRun, TestResultRow, utcnow
 
 CERTIFIED = CertificationStatus.CERTIFIED
 FAILED = CertificationStatus.FAILED
@@ -143,3 +144,27 @@ async def test_an_interrupted_certification_is_recorded_as_cancelled(
         cert = session.scalars(select(Certification)).one()
     assert run.status == cert.status == "CANCELLED"
     assert run.completed_at is not None and cert.expires_at is None
+
+
+async def test_a_renewal_keeps_the_verdict_it_renews_valid_until_it_ends(
+    factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """Re-certifying a valid certification (by hand or by the schedule, hours before it
+    expires) must not make it invalid while the renewal waits or runs, nor when the
+    renewal is cancelled; only an invalid verdict does."""
+    with transaction(factory) as session:
+        seed_demo_catalog(session)
+    pool = ProviderPool()
+    await certify(factory, settings, pool, "sim/aurora-fast", "us-east-1")
+    await pool.aclose()
+    now = utcnow()
+    with transaction(factory) as session:
+        cert = session.scalars(select(Certification)).one()
+        assert cert.status == "CERTIFIED" and cert.is_valid(now)
+        deployment = repo.find_deployment(session, cert.deployment_id)
+        renewal = repo.begin_run(session, deployment, "us-east-1", simulated=True)
+        assert cert.status == "RUNNING" and cert.is_valid(now)
+        repo.abort_run(session, renewal.id, CertificationStatus.CANCELLED, "cancelled")
+        assert cert.status == "CANCELLED" and cert.is_valid(now)
+        assert cert.expires_at is not None
+        assert not cert.is_valid(cert.expires_at)  # and it still expires

@@ -11,16 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, not_, or_, select
+from sqlalchemy import Select, func, not_, or_, select
 from sqlalchemy.orm import Session
 
-from modelcert.domain import CertificationStatus
 from modelcert.errors import NotFoundError, UserError
 from modelcert.store import repo
 from modelcert.store.models import Certification, CertificationRun, Deployment, Job, Provider
 
 RECENT_RUNS = 10
-_VALID = (CertificationStatus.CERTIFIED.value, CertificationStatus.QUALITY_WARNING.value)
 
 RunWithDeployment = tuple[CertificationRun, Deployment]
 
@@ -85,7 +83,8 @@ def recent_runs(session: Session, limit: int = RECENT_RUNS) -> list[RunWithDeplo
 
 
 def _valid_clause(now: datetime) -> Any:
-    return and_(Certification.status.in_(_VALID), Certification.expires_at > now)
+    """SQL for `Certification.is_valid`."""
+    return Certification.expires_at > now
 
 
 def certification_page(

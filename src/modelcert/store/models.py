@@ -180,12 +180,12 @@ class Certification(_VerdictColumns, Base):
     deployment: Mapped[Deployment] = relationship(lazy="joined")
 
     def is_valid(self, now: datetime) -> bool:
-        """Valid while CERTIFIED or QUALITY_WARNING and not expired."""
-        return (
-            self.status in ("CERTIFIED", "QUALITY_WARNING")
-            and self.expires_at is not None
-            and self.expires_at > now
-        )
+        """Valid while the last verdict was CERTIFIED or QUALITY_WARNING and has not expired.
+
+        `expires_at` is set by a valid verdict and cleared by an invalid one, so it alone
+        says so: a renewal that is QUEUED or RUNNING (or was cancelled) leaves the verdict
+        it renews valid until it expires."""
+        return self.expires_at is not None and self.expires_at > now
 
 
 class CertificationRun(_VerdictColumns, Base):

@@ -362,8 +362,8 @@ def abort_run(session: Session, run_id: int, status: CertificationStatus, messag
         certification.error_message = message
         certification.completed_at = now
         certification.last_run_id = run.id
-        certification.certified_at = None
-        certification.expires_at = None
+        # certified_at / expires_at stay: a cancelled run, or our own error, says nothing
+        # about the model, so the verdict it was renewing stays valid until it expires.
     session.flush()
 
 
