@@ -372,6 +372,15 @@ def test_the_reaper_requeues_a_dead_workers_certifications(
     assert '"stalled"' in survivor.log() and "w-dead" in survivor.log()
     done = summary(catalog, job.job_id or "")
     assert (done["processed"], done["succeeded"]) == (2, 2), done
+    # The requeued work went ahead of the rest of its class: normal (5) became 4.
+    with catalog() as session:
+        table = dbos_table(session.get_bind().dialect.name, "workflow_status")
+        rows = session.execute(
+            text(f"SELECT workflow_uuid, priority FROM {table} WHERE workflow_uuid LIKE :job"),
+            {"job": f"{job.job_id}:%"},
+        ).all()
+    priorities = [priority for _, priority in rows]
+    assert 4 in priorities and set(priorities) <= {4, 5}, rows
 
 
 def test_certification_timeout_counts_from_the_start_and_still_gives_a_verdict(
