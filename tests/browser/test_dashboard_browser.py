@@ -2,8 +2,8 @@
 every deployment, watches live progress, reads why one failed (category and the
 provider's message), retries it, pauses and resumes a region; a viewer sees no action.
 
-Set MODELCERT_SCREENSHOTS=docs/screenshots to save the overview, matrix and failed job
-pages there (scripts/dashboard_screenshots.sh does)."""
+Set MODELCERT_SCREENSHOTS=<dir> to also save the overview, matrix and failed job pages
+there (the README's screenshots come from the demo: scripts/dashboard_screenshots.py)."""
 
 from __future__ import annotations
 
