@@ -6,8 +6,8 @@ dashboard and by whoever registers the region's queue) and the DBOS queue itself
 concurrency is set to 0 so that no worker dequeues from it. Workers read their queues'
 limits from the database on every poll, so a pause reaches every worker without a
 restart. Registering a queue with `queue_options` (a worker starting, the API's first
-enqueue for a region) overwrites the DBOS limits: call `registration_options`, which
-keeps a paused region paused, wherever a queue is registered.
+enqueue for a region) overwrites the DBOS limits: register with `region_queue_options`,
+which keeps a paused region paused.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from dbos import DBOSClient
-from sqlalchemy import String, delete, select, text, update
+from sqlalchemy import Engine, String, delete, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from modelcert.domain import CertificationStatus, JobStatus, Priority
@@ -57,6 +57,15 @@ def registration_options(settings: Settings, *, paused: bool) -> dict[str, Any]:
         # workflows stay ENQUEUED, in their order, until the limits come back.
         options.update(global_concurrency=0, worker_concurrency=0)
     return options
+
+
+def region_queue_options(engine: Engine, settings: Settings, region: str) -> dict[str, Any]:
+    """The DBOS `register_queue` options for a region's queue, paused or not: what every
+    process that registers a queue (worker start, the API's first enqueue) should pass, so
+    that a restart does not silently resume a paused region."""
+    with Session(engine) as session:
+        paused = is_paused(session, region)
+    return registration_options(settings, paused=paused)
 
 
 def _apply(client: DBOSClient, settings: Settings, region: str, *, paused: bool) -> None:
