@@ -4,6 +4,7 @@ API key, roles, CSRF, filters, and the operator actions against the real durable
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -295,6 +296,7 @@ def test_job_filters(
     assert listed(model="tiny") == {edge}
     assert listed(q="denied") == {lab_west}
     assert listed(q=lab_east[:8]) == {lab_east}
+    assert listed(q="%") == set()  # a wildcard is a character here, not "anything"
     assert listed(status="QUEUED", provider="edge") == {edge}
     assert listed(status="COMPLETED") == set()
     assert listed(date_from="2000-01-01", date_to="2000-01-02") == set()
@@ -363,4 +365,14 @@ def test_a_failure_is_explained_and_retried(
         retry_job = session.get(Job, retry_id)
         assert retry_job is not None
         assert retry_job.scope["retryOf"] == job_id and retry_job.created_by == "ops"
+    # Its live progress, through the dashboard's stream (the session cookie, no bearer key).
+    events = []
+    with client.stream("GET", f"{D}/jobs/{retry_id}/events") as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: ") :]))
+    assert events[-1]["type"] == "complete"
+    assert any(e.get("errorCategory") == "PERMISSION_ERROR" for e in events[:-1])
     assert "PERMISSION_ERROR" in wait_for(client, retry_id)

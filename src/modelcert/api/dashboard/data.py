@@ -224,14 +224,16 @@ def job_page(
     query = select(Job)
     if filters.q:
         query = query.where(
-            Job.id.startswith(filters.q)
-            | Job.created_by.contains(filters.q)
-            | _touches(Deployment.provider_model_id.contains(filters.q))
+            Job.id.startswith(filters.q, autoescape=True)
+            | Job.created_by.contains(filters.q, autoescape=True)
+            | _touches(Deployment.provider_model_id.contains(filters.q, autoescape=True))
         )
     if filters.provider:
         query = query.where(_touches(Provider.slug == filters.provider))
     if filters.model:
-        query = query.where(_touches(Deployment.provider_model_id.contains(filters.model)))
+        query = query.where(
+            _touches(Deployment.provider_model_id.contains(filters.model, autoescape=True))
+        )
     if filters.region:
         region = filters.region
         query = query.where(
