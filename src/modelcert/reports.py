@@ -103,6 +103,8 @@ class Entry:
             return f"certification expired at {_when(self.expires_at)}"
         if self.state in (CertificationStatus.QUEUED, CertificationStatus.RUNNING):
             return f"{self.state}: a certification is in progress, no verdict yet"
+        if self.state == CertificationStatus.CANCELLED:
+            return "CANCELLED: the last certification was cancelled before its verdict"
         notes = [self.error_category] if self.error_category else []
         if self.badge == "UNAVAILABLE" and self.error_category != "UNAVAILABLE":
             notes.append("badge UNAVAILABLE")

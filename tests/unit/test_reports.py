@@ -122,6 +122,8 @@ def test_reasons_say_why_a_pair_is_not_certified() -> None:
     assert expired.reason == "certification expired at 2026-11-29T12:00:00+00:00"
     running = entry("delta", "us-east-1", "RUNNING")
     assert running.reason is not None and "in progress" in running.reason
+    cancelled = entry("delta", "us-east-1", "CANCELLED", error_message="cancelled")
+    assert cancelled.reason == "CANCELLED: the last certification was cancelled before its verdict"
 
 
 def test_requirements_are_model_at_region() -> None:
