@@ -26,7 +26,7 @@ from modelcert.jobs.enqueue import Enqueuer
 from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.db import transaction
-from modelcert.store.models import Job
+from modelcert.store.models import Certification, Job
 from tests.support.workers import WorkerProcess
 
 D = "/dashboard"
@@ -376,3 +376,39 @@ def test_a_failure_is_explained_and_retried(
     assert events[-1]["type"] == "complete"
     assert any(e.get("errorCategory") == "PERMISSION_ERROR" for e in events[:-1])
     assert "PERMISSION_ERROR" in wait_for(client, retry_id)
+
+
+def test_a_paused_region_stays_paused_when_a_worker_starts(
+    client: TestClient,
+    operator: str,
+    catalog: sessionmaker[Session],
+    queue_settings: Settings,
+    worker: Callable[[], WorkerProcess],
+) -> None:
+    client.post(f"{D}/regions/eu-west-1/pause", data={"csrf_token": operator})
+    worker()  # registers its queues on start
+    # A new Enqueuer (another API or CLI process) registers the queues again too.
+    job_id = enqueue(
+        queue_settings, catalog, [("lab/quick", "us-east-1"), ("lab/quick", "eu-west-1")], "ops"
+    )
+
+    def statuses() -> dict[str, str]:
+        with catalog() as session:
+            return {
+                c.region: c.status
+                for c in session.query(Certification).filter(Certification.job_id == job_id)
+            }
+
+    deadline = time.monotonic() + 60
+    while statuses().get("us-east-1") != "CERTIFIED" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert statuses()["us-east-1"] == "CERTIFIED"
+    time.sleep(2.0)  # the worker polls every 0.1 s: eu-west-1 would have started by now
+    assert statuses()["eu-west-1"] == "QUEUED"
+
+    client.post(f"{D}/regions/eu-west-1/resume", data={"csrf_token": operator})
+    deadline = time.monotonic() + 60
+    while statuses()["eu-west-1"] != "CERTIFIED" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with catalog() as session:
+        assert session.get(Job, job_id).status == "COMPLETED"  # type: ignore[union-attr]

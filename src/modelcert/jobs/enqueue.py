@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.domain import CertificationStatus, JobKind, Priority
 from modelcert.errors import UserError
-from modelcert.jobs.engine import PRIORITY_VALUES, WORKFLOW_NAME, queue_name, queue_options
+from modelcert.jobs.control import region_queue_options
+from modelcert.jobs.engine import PRIORITY_VALUES, WORKFLOW_NAME, queue_name
 from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.db import transaction
@@ -79,8 +80,11 @@ class Enqueuer:
         """Register (or update) a region's queue with the limits from settings."""
         name = queue_name(self.settings, region)
         if name not in self._registered:
+            # A paused region stays paused (modelcert.jobs.control).
             self.client.register_queue(
-                name, on_conflict="always_update", **queue_options(self.settings)
+                name,
+                on_conflict="always_update",
+                **region_queue_options(self.engine, self.settings, region),
             )
             self._registered.add(name)
         return name

@@ -13,7 +13,8 @@ from dbos import DBOS
 from sqlalchemy import Engine
 
 from modelcert.domain import DEFAULT_REGIONS
-from modelcert.jobs.engine import dbos_config, default_executor_id, queue_name, queue_options
+from modelcert.jobs.control import region_queue_options
+from modelcert.jobs.engine import dbos_config, default_executor_id, queue_name
 from modelcert.jobs.reaper import mark_stopped, reap, write_heartbeat
 from modelcert.jobs.runtime import WorkerRuntime, configure_runtime
 from modelcert.jobs.stats import queue_counts
@@ -87,8 +88,12 @@ class Worker:
         DBOS(config=dbos_config(self.settings, self.engine, self.executor_id))  # type: ignore[arg-type]
         DBOS.listen_queues(self._queue_names())
         DBOS.launch()  # also resumes this executor's unfinished workflows
-        for name in self._queue_names():
-            DBOS.register_queue(name, on_conflict="always_update", **queue_options(self.settings))
+        for region in self.regions:
+            # A paused region stays paused across restarts (modelcert.jobs.control).
+            options = region_queue_options(self.engine, self.settings, region)
+            DBOS.register_queue(
+                queue_name(self.settings, region), on_conflict="always_update", **options
+            )
         install_schedule(self.engine, self.settings)
         self.health.start()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
