@@ -182,6 +182,7 @@ def up_command(
     cluster = LocalCluster(settings, workers=workers, host=host, port=port)
     cluster.start()
     console.print(f"modelcert is up on {settings.database_url}")
+    console.print(f"  dashboard {cluster.url}/dashboard")
     console.print(f"  API       {cluster.url}/docs")
     for index, health_port in enumerate(cluster.health_ports, start=1):
         console.print(f"  worker {index}  http://127.0.0.1:{health_port}/health")

@@ -86,8 +86,8 @@ def run_demo(
         console.print(render.SIMULATION_NOTE)
         if serve:
             console.print(
-                f"serving: API {cluster.url}/docs, operator key for this session: "
-                f"{key}  (Ctrl+C stops)"
+                f"serving: dashboard {cluster.url}/dashboard, API {cluster.url}/docs, "
+                f"operator key for this session: {key}  (Ctrl+C stops)"
             )
             cluster.wait()
     finally:
