@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
+from modelcert.certify.throttle import ThrottleGates
 from modelcert.obs.metrics import METRIC_NAMES
 from modelcert.store.db import make_engine
 from modelcert.worker.health import HealthServer, WorkerState, database_check
@@ -166,6 +167,7 @@ def test_health_when_healthy(serve: ServerFactory, sqlite_engine: Engine) -> Non
     assert body["concurrency"] == 3
     assert body["shutting_down"] is False
     assert body["in_flight_count"] == 1
+    assert body["throttled"] == []  # no gate paced
     (job,) = body["in_flight"]
     assert job["workflow_id"] == "wf-1"
     assert (job["deployment"], job["region"], job["test"]) == (
@@ -285,3 +287,15 @@ def test_stop_closes_the_port(sqlite_engine: Engine) -> None:
     server.stop()  # idempotent
     with pytest.raises(urllib.error.URLError):
         get(port, "/live")
+
+
+def test_health_lists_the_pairs_paced_after_429s(
+    serve: ServerFactory, sqlite_engine: Engine
+) -> None:
+    gates = ThrottleGates()
+    gates.get("sim", "us-east-1").rate = 12.345  # as learnt from 429s
+    gates.get("sim", "eu-west-1")  # seen, never throttled: not paced
+    state = fresh_state()
+    state.pacing = gates.rates
+    _, body = get_json(serve(state, sqlite_engine).port, "/health")
+    assert body["throttled"] == [{"provider": "sim", "region": "us-east-1", "calls_per_s": 12.35}]

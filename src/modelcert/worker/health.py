@@ -46,6 +46,9 @@ class WorkerState:
     last_queue_poll: float | None  # time.time() the queue loop last polled
     in_flight: dict[str, dict[str, Any]] = field(default_factory=dict)
     shutting_down: bool = False
+    # (provider, region) -> call starts per second the throttle gate paces at, None when
+    # not paced (certify/throttle.py): what a 429-limited provider currently allows.
+    pacing: Callable[[], dict[tuple[str, str], float | None]] | None = None
 
 
 def database_check(engine: Engine) -> DbCheck:
@@ -133,6 +136,16 @@ def _freshness(now: float, last: float | None, started: float, stale_s: float) -
             else f"last {age:.1f} s ago (stale after {stale_s:g} s)"
         )
     return check
+
+
+def _throttled(state: WorkerState) -> list[dict[str, Any]]:
+    """The (provider, region) pairs this worker paces after 429s, with their rate."""
+    rates = state.pacing() if state.pacing is not None else {}
+    return [
+        {"provider": provider, "region": region, "calls_per_s": round(rate, 2)}
+        for (provider, region), rate in sorted(rates.items())
+        if rate is not None
+    ]
 
 
 def _in_flight(state: WorkerState, now: float) -> list[dict[str, Any]]:
@@ -248,6 +261,7 @@ class HealthServer:
             "shutting_down": state.shutting_down,
             "in_flight": in_flight,
             "in_flight_count": len(in_flight),
+            "throttled": _throttled(state),
             "heartbeat_age_s": _age(now, state.last_heartbeat),
             "queue_poll_age_s": _age(now, state.last_queue_poll),
             "uptime_s": _age(now, state.started_at),

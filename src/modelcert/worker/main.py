@@ -68,6 +68,7 @@ class Worker:
             last_heartbeat=None,
             last_queue_poll=None,
             in_flight=self.runtime.in_flight,
+            pacing=self.runtime.gates.rates,
         )
         self.health = HealthServer(
             self.state,
