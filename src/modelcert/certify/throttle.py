@@ -129,4 +129,6 @@ class ThrottleGates:
 
     def rates(self) -> dict[tuple[str, str], float | None]:
         """The pacing rate per (provider, region), None where not paced (for /health)."""
-        return {key: gate.rate for key, gate in self._gates.items()}
+        # Read from the health server's thread while the event loop may add a gate: copy
+        # the items in one C-level call before iterating in Python.
+        return {key: gate.rate for key, gate in list(self._gates.items())}
