@@ -96,8 +96,12 @@ def test_operator_certifies_sees_a_failure_explained_retries_and_pauses_a_region
     assert driver.execute_script("return window.stillTheSamePage === true;")
     assert "tests done" in text_of(driver, "#progress-text")
 
-    # When the job finishes the page shows the results, the failure explained first.
-    wait_until(lambda: driver.find_elements(By.ID, "failures"), what="the failures section")
+    # When the job finishes the page reloads itself with the results, the failure
+    # explained first. (The failures section alone is no sign of the end: the denied
+    # deployment fails within milliseconds, often before the first render of this page.)
+    wait_until(
+        lambda: "COMPLETED" in text_of(driver, "#job-status"), what="the finished job's page"
+    )
     assert driver.current_url == job_url
     failures = text_of(driver, "#failures")
     assert "lab/denied in us-east-1" in failures and "lab/denied in eu-west-1" in failures
