@@ -85,10 +85,9 @@ def run_demo(
             console.print(render.matrix_table(repo.certifications(session)))
         console.print(render.SIMULATION_NOTE)
         if serve:
-            console.print(
-                f"serving: dashboard {cluster.url}/dashboard, API {cluster.url}/docs, "
-                f"operator key for this session: {key}  (Ctrl+C stops)"
-            )
+            console.print(f"serving: dashboard {cluster.url}/dashboard, API {cluster.url}/docs")
+            # Never wrapped: the key must stay whole on its line, to copy or to parse.
+            console.print(f"operator key for this session: {key}  (Ctrl+C stops)", soft_wrap=True)
             cluster.wait()
     finally:
         cluster.stop()
