@@ -14,39 +14,20 @@ import argparse
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1400,1000",
-)
+# The repository root, for the Chromium set-up the browser tests use as well.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.chromium import start_chromium
+from tests.support.workers import free_port
+
 KEY_LINE = re.compile(r"operator key for this session: (mc_\S+)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_demo(workdir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
@@ -74,14 +55,6 @@ def start_demo(workdir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
     raise SystemExit(f"the demo exited ({demo.wait()}) without printing its key")
 
 
-def browser(profile: Path) -> Any:
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (*FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
@@ -93,7 +66,7 @@ def main() -> None:
         port = free_port()
         demo, key = start_demo(workdir, port)
         base = f"http://127.0.0.1:{port}/dashboard"
-        driver = browser(workdir / "profile")
+        driver = start_chromium(workdir / "profile")
         try:
             driver.get(f"{base}/login")
             driver.find_element(By.ID, "api_key").send_keys(key)

@@ -23,25 +23,11 @@ from modelcert import auth
 from modelcert.auth import Role
 from modelcert.store import db, repo
 from modelcert.store.db import transaction
+from tests.support.chromium import CHROMEDRIVER, CHROMIUM, start_chromium
 from tests.support.workers import WorkerProcess, free_port
 
-CHROMIUM = os.environ.get("MODELCERT_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("MODELCERT_CHROMEDRIVER", "/usr/bin/chromedriver")
 REQUIRE_BROWSER = os.environ.get("MODELCERT_REQUIRE_BROWSER") == "1"
 REGIONS = ("us-east-1", "eu-west-1")
-# Flags that work in a container without a display, a GPU or network access.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1400,1000",
-)
 
 
 def _browser_missing() -> str | None:
@@ -155,20 +141,9 @@ def service(chromium_paths: tuple[str, str], tmp_path: Path) -> Iterator[Service
 @pytest.fixture
 def browser(chromium_paths: tuple[str, str], tmp_path: Path) -> Iterator[object]:
     """A fresh headless Chromium (its own profile directory), driven through chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    # Both paths are given: Selenium Manager must never try to download a browser or driver.
-    os.environ.setdefault("SE_OFFLINE", "true")
     chromium, chromedriver = chromium_paths
-    options = Options()
-    options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
     profile = tmp_path / "chromium-profile"
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=DriverService(executable_path=chromedriver), options=options)
+    driver = start_chromium(profile, chromium, chromedriver)
     driver.implicitly_wait(0)
     try:
         yield driver
