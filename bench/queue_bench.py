@@ -39,8 +39,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.domain import Capabilities, JobKind
-from modelcert.jobs.engine import dbos_table
 from modelcert.jobs.enqueue import Enqueuer
+from modelcert.jobs.queues import dbos_table
 from modelcert.settings import Settings
 from modelcert.store import db, repo
 from modelcert.store.db import transaction

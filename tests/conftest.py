@@ -13,8 +13,10 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelcert.jobs.enqueue import Enqueuer
 from modelcert.settings import Settings
 from modelcert.store import db
+from tests.support.inprocess import StartWorker, fast_settings, in_process_workers
 from tests.support.llama_server import LlamaServer, running_llama_server, smollm2_model_path
 
 POSTGRES_URL = os.environ.get(
@@ -92,7 +94,22 @@ def factory(engine: Engine) -> sessionmaker[Session]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, retry_base_ms=10, retry_max_ms=100)
+    return fast_settings(database_url)
+
+
+@pytest.fixture
+def enqueuer(engine: Engine, settings: Settings) -> Iterator[Enqueuer]:
+    """What the API and the CLI queue work with (a DBOS client on the test database)."""
+    value = Enqueuer(engine, settings)
+    yield value
+    value.close()
+
+
+@pytest.fixture
+def start_worker(engine: Engine, settings: Settings) -> Iterator[StartWorker]:
+    """Starts a real worker inside the test process (tests/support/inprocess.py)."""
+    with in_process_workers(settings) as start:
+        yield start
 
 
 # CI sets this so that the real llama.cpp tests fail instead of skipping when not installed.

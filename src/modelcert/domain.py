@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,6 +25,9 @@ DEFAULT_REGIONS: tuple[str, ...] = (
 # The pseudo-region of an endpoint that has no regions (a single OpenAI-compatible URL).
 GLOBAL_REGION = "global"
 
+# The provider adapters there are (`modelcert.providers.registry` builds them).
+PROVIDER_KINDS: tuple[str, ...] = ("sim", "bedrock", "openai", "azure-openai")
+
 
 class CertificationStatus(StrEnum):
     PENDING = "PENDING"
@@ -31,6 +37,9 @@ class CertificationStatus(StrEnum):
     QUALITY_WARNING = "QUALITY_WARNING"
     FAILED = "FAILED"
     ERROR = "ERROR"  # an infrastructure fault, not the model's
+    # Cut short before the evidence was in (CERTIFICATION_TIMEOUT): no verdict on the model;
+    # the previous valid verdict, if any, stays valid until it expires.
+    INCOMPLETE = "INCOMPLETE"
     CANCELLED = "CANCELLED"
     SKIPPED = "SKIPPED"
 
@@ -53,7 +62,14 @@ class TestOutcome(StrEnum):
 
     PASSED = "PASSED"
     FAILED = "FAILED"
-    SKIPPED = "SKIPPED"
+    SKIPPED = "SKIPPED"  # decided not to run: capability not declared, or fail-fast
+    # Meant to run but did not, for a reason that is not the model's (the certification ran
+    # out of time): missing evidence, which makes the certification INCOMPLETE.
+    NOT_RUN = "NOT_RUN"
+
+    @property
+    def executed(self) -> bool:
+        return self in (TestOutcome.PASSED, TestOutcome.FAILED)
 
 
 class InferenceType(StrEnum):
@@ -77,8 +93,10 @@ class ErrorCategory(StrEnum):
     PROVISIONING_REQUIRED = "PROVISIONING_REQUIRED"
     RATE_LIMIT = "RATE_LIMIT"
     TIMEOUT = "TIMEOUT"
+    UNSUPPORTED_FEATURE = "UNSUPPORTED_FEATURE"  # an optional feature the endpoint rejects
     QUALITY_ISSUE = "QUALITY_ISSUE"
-    NETWORK_ERROR = "NETWORK_ERROR"
+    SERVER_ERROR = "SERVER_ERROR"  # a 5xx answered over a working connection
+    NETWORK_ERROR = "NETWORK_ERROR"  # the connection itself failed
     UNKNOWN_ERROR = "UNKNOWN_ERROR"
 
 
@@ -116,6 +134,10 @@ class JobStatus(StrEnum):
     COMPLETED = "COMPLETED"
     CANCELLED = "CANCELLED"
 
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.CANCELLED)
+
 
 class Priority(StrEnum):
     HIGH = "high"
@@ -136,3 +158,80 @@ class Capabilities(BaseModel):
     stop_sequences: bool = True
     max_context: int | None = None
     max_output: int | None = None
+
+
+@dataclass
+class TestResult:
+    """One battery test of one certification: outcome, timings, the classified failure."""
+
+    __test__ = False
+
+    test_id: str
+    title: str
+    outcome: TestOutcome
+    detail: str = ""
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    retries: int = 0
+    attempts: int = 0
+    error_category: ErrorCategory | None = None
+    error_severity: Severity | None = None
+    error_code: str | None = None
+    http_status: int | None = None
+    error_message: str | None = None  # the provider's original text
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    throttled_s: float = 0.0  # time spent waiting on RATE_LIMIT retries
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Score:
+    """A certification's verdict, from its test results (`certify.scoring`).
+
+    `rating`, `score` and `badge` are None when there is no verdict on the model
+    (INCOMPLETE, or ERROR with nothing executed)."""
+
+    status: CertificationStatus
+    score: int | None  # 0-100
+    rating: float | None  # 0-5, one decimal
+    badge: Badge | None
+    tests_total: int  # executed (not skipped, not "not run")
+    tests_passed: int
+    tests_failed: int
+    tests_skipped: int  # skipped or not run
+    success_rate: float  # 0-100
+    avg_latency_ms: float | None  # over passed tests
+    p50_latency_ms: float | None
+    max_latency_ms: float | None
+    total_retries: int
+    error_category: ErrorCategory | None  # the decisive error
+    error_severity: Severity | None
+    error_message: str | None
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """One deployment as the certification engine needs it, detached from the database."""
+
+    deployment_id: int
+    provider_slug: str
+    provider_kind: str
+    provider_config: Mapping[str, Any]
+    provider_regions: tuple[str, ...]
+    model_id: str  # the provider's model id
+    inference_type: InferenceType
+    vendor: str
+    capabilities: Capabilities
+    options: Mapping[str, Any]  # the deployment's own options
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider_slug}/{self.model_id}"
+
+    def option(self, key: str) -> Any:
+        """A deployment option, falling back to its provider's config (None if neither)."""
+        if key in self.options:
+            return self.options[key]
+        return self.provider_config.get(key)

@@ -105,6 +105,15 @@ class Settings(BaseSettings):
         validation_alias=_env("MODELCERT_RETRY_MAX_MS"),
         description="Cap on one retry delay (Retry-After from the provider may exceed it).",
     )
+    availability_gap_s: float = Field(
+        2.0,
+        ge=0,
+        validation_alias=_env("MODELCERT_AVAILABILITY_GAP_S"),
+        description=(
+            "Pause between the two calls of the `availability` test. Keep 2 s in "
+            "production; the test suite sets it near 0 instead of waiting."
+        ),
+    )
     worker_health_port: int = Field(3002, validation_alias=_env("WORKER_HEALTH_PORT"))
     worker_health_host: str = Field(
         "0.0.0.0",

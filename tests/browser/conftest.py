@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from modelcert import auth
-from modelcert.auth import Role
-from modelcert.store import db, repo
+from modelcert.store import api_keys, db, repo
+from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from tests.support.chromium import CHROMEDRIVER, CHROMIUM, start_chromium
 from tests.support.workers import WorkerProcess, free_port
@@ -98,8 +97,8 @@ def service(chromium_paths: tuple[str, str], tmp_path: Path) -> Iterator[Service
                 provider_model_id=name,
                 options={"profile": profile, "latency_ms": latency},
             )
-        _, operator_key = auth.create_api_key(session, "alice-ops", Role.operator)
-        _, viewer_key = auth.create_api_key(session, "victor-viewer", Role.viewer)
+        _, operator_key = api_keys.create_api_key(session, "alice-ops", Role.operator)
+        _, viewer_key = api_keys.create_api_key(session, "victor-viewer", Role.viewer)
     engine.dispose()
 
     port = free_port()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert import auth
+from modelcert.store import api_keys
 
 KEY = re.compile(r"mc_[A-Za-z0-9_-]{43}")
 
@@ -55,7 +55,7 @@ def test_create_prints_the_key_once(db_url: str, factory: sessionmaker[Session])
     assert (result.stdout + result.stderr).count(key) == 1
     assert "shown only this once" in result.stderr
     with factory() as session:
-        found = auth.authenticate(session, key)
+        found = api_keys.authenticate(session, key)
         assert found is not None
         assert (found.name, found.role) == ("ci-bot", "operator")
 
@@ -78,7 +78,7 @@ def test_user_errors_are_one_line_and_exit_2(db_url: str) -> None:
 def test_list_shows_no_secret(db_url: str, factory: sessionmaker[Session]) -> None:
     keys = [create(db_url, "alice", "admin"), create(db_url, "dashboard", "viewer")]
     with factory() as session:
-        hashes = [k.key_hash for k in auth.list_api_keys(session)]
+        hashes = [k.key_hash for k in api_keys.list_api_keys(session)]
     table = run(db_url, "apikey", "list")
     as_json = run(db_url, "apikey", "list", "--json")
     assert table.returncode == 0, table.stderr
@@ -100,7 +100,7 @@ def test_revoke_stops_the_key(db_url: str, factory: sessionmaker[Session]) -> No
     rows = json.loads(run(db_url, "apikey", "list", "--json").stdout)
     assert rows[0]["revoked_at"] is not None
     with factory() as session:
-        assert auth.authenticate(session, key) is None
+        assert api_keys.authenticate(session, key) is None
 
 
 def test_commands_refuse_a_database_without_schema(tmp_path: Path) -> None:

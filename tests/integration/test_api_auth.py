@@ -15,12 +15,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert import auth
 from modelcert.api.app import create_app
-from modelcert.auth import Role
 from modelcert.errors import NotFoundError, UserError
 from modelcert.settings import Settings
-from modelcert.store import db
+from modelcert.store import api_keys, db
+from modelcert.store.api_keys import Role
 from modelcert.store.auth_models import ApiKey
 from modelcert.store.db import transaction
 from modelcert.store.models import Base, utcnow
@@ -34,7 +33,7 @@ def client(settings: Settings, factory: sessionmaker[Session]) -> Iterator[TestC
 
 def new_key(factory: sessionmaker[Session], name: str, role: Role) -> str:
     with transaction(factory) as session:
-        _, plain = auth.create_api_key(session, name, role)
+        _, plain = api_keys.create_api_key(session, name, role)
     return plain
 
 
@@ -44,7 +43,7 @@ def bearer(key: str) -> dict[str, str]:
 
 def stored(factory: sessionmaker[Session], name: str) -> ApiKey:
     with factory() as session:
-        return auth.get_api_key(session, name)
+        return api_keys.get_api_key(session, name)
 
 
 def test_a_created_key_authenticates(client: TestClient, factory: sessionmaker[Session]) -> None:
@@ -56,7 +55,7 @@ def test_a_created_key_authenticates(client: TestClient, factory: sessionmaker[S
 
 def test_the_database_holds_no_plain_key(engine: Engine, factory: sessionmaker[Session]) -> None:
     key = new_key(factory, "ci-bot", Role.admin)
-    secret_part = key[len(auth.KEY_TAG) + 8 :]  # what the stored prefix does not reveal
+    secret_part = key[len(api_keys.KEY_TAG) + 8 :]  # what the stored prefix does not reveal
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT * FROM api_keys")).mappings().all()
     assert len(rows) == 1
@@ -64,7 +63,7 @@ def test_the_database_holds_no_plain_key(engine: Engine, factory: sessionmaker[S
         assert key not in str(value), column
         assert secret_part not in str(value), column
     assert rows[0]["prefix"] == key[3:11]
-    assert rows[0]["key_hash"] == auth.hash_key(key)
+    assert rows[0]["key_hash"] == api_keys.hash_key(key)
 
 
 def test_missing_header_is_401_with_a_bearer_challenge(client: TestClient) -> None:
@@ -90,7 +89,7 @@ def test_a_revoked_key_is_401(client: TestClient, factory: sessionmaker[Session]
     key = new_key(factory, "leaked", Role.admin)
     assert client.get("/api/whoami", headers=bearer(key)).status_code == 200
     with transaction(factory) as session:
-        auth.revoke_api_key(session, "leaked")
+        api_keys.revoke_api_key(session, "leaked")
     response = client.get("/api/whoami", headers=bearer(key))
     assert response.status_code == 401
     assert response.json()["detail"] == "invalid or revoked API key"
@@ -113,7 +112,7 @@ def test_admin_lists_keys_without_secrets(
     admin = new_key(factory, "root", Role.admin)
     viewer = new_key(factory, "dashboard", Role.viewer)
     with transaction(factory) as session:
-        auth.revoke_api_key(session, "dashboard")
+        api_keys.revoke_api_key(session, "dashboard")
     response = client.get("/api/keys", headers=bearer(admin))
     assert response.status_code == 200
     listed = {row["name"]: row for row in response.json()}
@@ -130,7 +129,7 @@ def test_admin_lists_keys_without_secrets(
         "last_used_at",
         "revoked_at",
     }
-    for secret in (admin, viewer, auth.hash_key(admin), auth.hash_key(viewer)):
+    for secret in (admin, viewer, api_keys.hash_key(admin), api_keys.hash_key(viewer)):
         assert secret not in response.text
 
     only_viewers = client.get("/api/keys", params={"role": "viewer"}, headers=bearer(admin))
@@ -150,8 +149,8 @@ def test_use_records_last_used_at(client: TestClient, factory: sessionmaker[Sess
     assert client.get("/api/whoami", headers=bearer(key)).status_code == 200
     assert stored(factory, "ci-bot").last_used_at == last_used
     with transaction(factory) as session:
-        row = auth.get_api_key(session, "ci-bot")
-        row.last_used_at = last_used - auth.LAST_USED_RESOLUTION - timedelta(seconds=1)
+        row = api_keys.get_api_key(session, "ci-bot")
+        row.last_used_at = last_used - api_keys.LAST_USED_RESOLUTION - timedelta(seconds=1)
     assert client.get("/api/whoami", headers=bearer(key)).status_code == 200
     refreshed = stored(factory, "ci-bot").last_used_at
     assert refreshed is not None and refreshed >= last_used
@@ -193,7 +192,7 @@ def test_keys_sharing_a_prefix_are_told_apart_by_hash(
     twin = key[:11] + "t" * (len(key) - 11)  # same prefix, another key
     with transaction(factory) as session:
         session.add(
-            ApiKey(name="twin", prefix=key[3:11], key_hash=auth.hash_key(twin), role="admin")
+            ApiKey(name="twin", prefix=key[3:11], key_hash=api_keys.hash_key(twin), role="admin")
         )
     assert client.get("/api/whoami", headers=bearer(key)).json()["name"] == "first"
     assert client.get("/api/whoami", headers=bearer(twin)).json()["name"] == "twin"
@@ -204,10 +203,10 @@ def test_bad_input_to_the_service_names_the_field(factory: sessionmaker[Session]
     cases = [("taken", "viewer", "name"), ("new", "root", "role"), ("bad name", "admin", "name")]
     for name, role, field in cases:
         with pytest.raises(UserError) as raised, transaction(factory) as session:
-            auth.create_api_key(session, name, role)
+            api_keys.create_api_key(session, name, role)
         assert raised.value.field == field
     with pytest.raises(NotFoundError), transaction(factory) as session:
-        auth.revoke_api_key(session, "nobody")
+        api_keys.revoke_api_key(session, "nobody")
 
 
 def test_health_is_open_and_reports_the_schema(client: TestClient, engine: Engine) -> None:

@@ -14,13 +14,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert import auth
 from modelcert.api import sse
 from modelcert.api.app import create_app
-from modelcert.auth import Role
-from modelcert.jobs.status import job_summary
+from modelcert.jobs.job_summary import job_summary
 from modelcert.settings import Settings
-from modelcert.store import repo
+from modelcert.store import api_keys, repo
+from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, CertificationRun, utcnow
 from tests.support.workers import WorkerProcess
@@ -68,7 +67,7 @@ def client(queue_settings: Settings, catalog: sessionmaker[Session]) -> Iterator
 
 def new_key(factory: sessionmaker[Session], name: str, role: Role) -> Headers:
     with transaction(factory) as session:
-        _, plain = auth.create_api_key(session, name, role)
+        _, plain = api_keys.create_api_key(session, name, role)
     return {"Authorization": f"Bearer {plain}"}
 
 

@@ -12,12 +12,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert import auth
 from modelcert.api.app import create_app
 from modelcert.api.routes.metrics import exported_names
-from modelcert.auth import Role
 from modelcert.settings import Settings
-from modelcert.store import db, repo
+from modelcert.store import api_keys, db, repo
+from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, utcnow
 from modelcert.store.worker_models import WorkerHeartbeat
@@ -73,7 +72,7 @@ def test_queue_workers_and_certifications_come_from_the_database(
     client: TestClient, catalog: sessionmaker[Session]
 ) -> None:
     with transaction(catalog) as session:
-        _, plain = auth.create_api_key(session, "ops", Role.operator)
+        _, plain = api_keys.create_api_key(session, "ops", Role.operator)
     queued = client.post(
         "/api/certification-queue/certify-multiple",
         json={"modelIds": ["lab/queued-a", "lab/queued-b"], "regions": ["us-east-1"]},
@@ -93,7 +92,8 @@ def test_queue_workers_and_certifications_come_from_the_database(
         for name, region, status, expires_in in (
             ("done-c", "us-east-1", "CERTIFIED", timedelta(hours=3)),
             ("done-d", "us-east-1", "CERTIFIED", timedelta(days=3)),
-            ("done-e", "us-east-1", "FAILED", timedelta(hours=2)),  # not valid: not expiring
+            # An invalid verdict has no expiry (the store clears it): not expiring.
+            ("done-e", "us-east-1", "FAILED", None),
             ("done-c", "eu-west-1", "QUALITY_WARNING", timedelta(hours=23)),
             ("done-d", "eu-west-1", "CERTIFIED", -timedelta(hours=1)),
             ("done-e", "eu-west-1", "CERTIFIED", timedelta(days=8)),
@@ -104,7 +104,7 @@ def test_queue_workers_and_certifications_come_from_the_database(
                     region=region,
                     status=status,
                     certified_at=now - timedelta(days=1),
-                    expires_at=now + expires_in,
+                    expires_at=now + expires_in if expires_in is not None else None,
                 )
             )
         for executor_id, silent_for, stopped in (

@@ -13,15 +13,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert import auth
 from modelcert.api.app import create_app
-from modelcert.auth import Role
-from modelcert.certify.service import certify
-from modelcert.providers.registry import ProviderPool
+from modelcert.certify.engine import CertificationEngine, CertificationRequest
 from modelcert.settings import Settings
-from modelcert.store import repo
+from modelcert.store import api_keys, repo
+from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, Deployment, utcnow
+from modelcert.store.runs import RunStore
 
 URL = "/api/reports/current"
 Headers = dict[str, str]
@@ -30,12 +29,12 @@ Headers = dict[str, str]
 async def certify_all(
     factory: sessionmaker[Session], settings: Settings, pairs: list[tuple[str, str]]
 ) -> None:
-    pool = ProviderPool()
+    engine = CertificationEngine(RunStore(factory), settings)
     try:
         for deployment, region in pairs:
-            await certify(factory, settings, pool, deployment, region)
+            await engine.certify(CertificationRequest(deployment, region))
     finally:
-        await pool.aclose()
+        await engine.aclose()
 
 
 @pytest.fixture
@@ -80,7 +79,7 @@ def client(settings: Settings, certified: sessionmaker[Session]) -> Iterator[Tes
 @pytest.fixture
 def viewer(certified: sessionmaker[Session]) -> Headers:
     with transaction(certified) as session:
-        _, plain = auth.create_api_key(session, "ci", Role.viewer)
+        _, plain = api_keys.create_api_key(session, "ci", Role.viewer)
     return {"Authorization": f"Bearer {plain}"}
 
 

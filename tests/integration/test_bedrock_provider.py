@@ -16,7 +16,7 @@ from modelcert.providers.base import (
     ChatEvent,
     ChatRequest,
     Message,
-    Provider,
+    ProviderClient,
     ProviderError,
     Stop,
     Target,
@@ -25,7 +25,7 @@ from modelcert.providers.base import (
     ToolSpec,
     Usage,
 )
-from modelcert.providers.bedrock import BedrockProvider
+from modelcert.providers.bedrock import BedrockProvider, transport_timeout
 from modelcert.providers.bedrock_stream import THREAD_NAME_PREFIX
 from tests.support.fake_bedrock import (
     Behaviour,
@@ -38,6 +38,7 @@ from tests.support.fake_bedrock import (
 )
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
+OTHER_MODEL = "amazon.nova-lite-v1:0"  # default behaviour: answers at once
 HELLO = ChatRequest(messages=(Message("user", "Say hello."),))
 TEXT = "The quick brown fox jumps over the lazy dog."
 
@@ -88,7 +89,7 @@ def free_port() -> int:
 
 def test_is_a_provider() -> None:
     bedrock = BedrockProvider()
-    assert isinstance(bedrock, Provider)
+    assert isinstance(bedrock, ProviderClient)
     assert (bedrock.kind, bedrock.simulated) == ("bedrock", False)
 
 
@@ -279,14 +280,17 @@ async def test_connection_refused(stream: bool) -> None:
         await bedrock.aclose()
 
 
+# A caller's timeout beyond the configured read timeout changes nothing: still 0.5 s.
+@pytest.mark.parametrize("timeout_s", [None, 30.0])
 @pytest.mark.parametrize("stream", [True, False])
-async def test_read_timeout(fake: FakeBedrock, stream: bool) -> None:
+async def test_read_timeout(fake: FakeBedrock, stream: bool, timeout_s: float | None) -> None:
     # Stalls after the first chunk when streaming; answers too late otherwise.
     fake.behaviours[MODEL] = Behaviour(text=TEXT, stall_after_chunks=1, delay=0 if stream else 3)
     bedrock = BedrockProvider(endpoint_url=fake.url, read_timeout=0.5)
+    request = ChatRequest(messages=HELLO.messages, stream=stream, timeout_s=timeout_s)
     try:
         with pytest.raises(ProviderError) as caught:
-            await collect(bedrock, ChatRequest(messages=HELLO.messages, stream=stream))
+            await collect(bedrock, request)
         assert caught.value.code == "TimeoutError"
         # botocore says "Read timeout on endpoint URL", urllib3 (mid-stream) "Read timed out".
         assert "read time" in caught.value.message.lower()
@@ -335,6 +339,71 @@ async def test_timeout_cancels_a_stalled_stream(
     assert received == []
     # The reader thread was blocked in a socket read: it must end now, not at read_timeout.
     await assert_threads_end(before)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_timeout_closes_a_connection_that_never_got_headers(
+    fake: FakeBedrock, stream: bool
+) -> None:
+    # The server takes the request and never answers, not even with a status line: the
+    # call is blocked inside botocore, where StreamPump.cancel() cannot reach it.
+    fake.behaviours[MODEL] = Behaviour(stall_before_headers=True)
+    # Long enough that only the caller's timeout can explain a hang-up within seconds.
+    bedrock = BedrockProvider(endpoint_url=fake.url, connect_timeout=2, read_timeout=30)
+    request = ChatRequest(messages=HELLO.messages, stream=stream, timeout_s=0.5)
+    try:
+        # Builds the client for this timeout beforehand: on a loaded machine that alone
+        # can take longer than the timeout under test.
+        await collect(bedrock, request, Target(OTHER_MODEL, "us-east-1"))
+        before = stream_threads()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await collect(bedrock, request)
+        assert time.monotonic() - started < 1.5  # cancelled at the caller's timeout
+        assert fake.request_counts[MODEL] == 1
+        hung_up = await asyncio.to_thread(fake.wait_for_hangup, MODEL, 3)
+        assert hung_up is not None, "connection still open 3 s after the call started"
+        assert hung_up - started < 1.5
+        await assert_threads_end(before)
+    finally:
+        await bedrock.aclose()
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "read_timeout", "expected"),
+    [
+        (None, 60, None),  # no caller timeout: the configured ones
+        (0.5, 60, 0.75),
+        (0.6, 60, 1.0),  # rounded up to the step above the margin
+        (30, 60, 30.25),
+        (0, 60, 0.25),
+        (59.9, 60, None),  # would exceed the configured read timeout
+        (120, 60, None),
+    ],
+)
+def test_transport_timeout(
+    timeout_s: float | None, read_timeout: float, expected: float | None
+) -> None:
+    assert transport_timeout(timeout_s, read_timeout) == expected
+
+
+async def test_clients_are_shared_per_transport_timeout(fake: FakeBedrock) -> None:
+    bedrock = BedrockProvider(endpoint_url=fake.url, connect_timeout=2, read_timeout=5)
+    try:
+        for timeout_s in (None, 10.0, 1.0, 0.9, 1.0):
+            request = ChatRequest(messages=HELLO.messages, timeout_s=timeout_s)
+            assert (await collect(bedrock, request))[-1] == Stop("end_turn")
+        # None and 10 s share the configured client; 0.9 s and 1 s share one of 1.25 s.
+        assert sorted(bedrock._runtime_clients, key=str) == [
+            ("us-east-1", 1.25),
+            ("us-east-1", None),
+        ]
+        options = vars(bedrock._runtime("us-east-1", 1.25).meta.config)
+        assert (options["connect_timeout"], options["read_timeout"]) == (1.25, 1.25)
+        assert options["retries"] == {"total_max_attempts": 1, "mode": "standard"}
+    finally:
+        await bedrock.aclose()
 
 
 async def test_closing_the_generator_early_stops_the_reader(

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.catalog_sync import sync_bedrock_region
-from modelcert.certify.service import CertificationReport, certify
+from modelcert.catalog.sync import sync_bedrock_region
+from modelcert.certify.engine import CertificationOutcome
 from modelcert.domain import CertificationStatus, ErrorCategory, TestOutcome
-from modelcert.providers.registry import ProviderPool
 from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.db import transaction
@@ -22,6 +21,7 @@ from tests.support.fake_bedrock import (
     StreamException,
     model_summary,
 )
+from tests.support.inprocess import certify_here
 
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 TITAN = "amazon.titan-text-premier-v1:0"
@@ -64,12 +64,8 @@ async def test_sync_adds_entitled_text_models(bedrock_catalog: sessionmaker[Sess
 
 async def _certify(
     factory: sessionmaker[Session], settings: Settings, model_id: str, region: str = "us-east-1"
-) -> CertificationReport:
-    pool = ProviderPool()
-    try:
-        return await certify(factory, settings, pool, f"bedrock/{model_id}", region)
-    finally:
-        await pool.aclose()
+) -> CertificationOutcome:
+    return await certify_here(settings, f"bedrock/{model_id}", region)
 
 
 async def test_healthy_model_certifies_through_boto3(
@@ -144,6 +140,8 @@ async def test_an_exception_frame_mid_stream_is_classified(
     )
     report = await _certify(bedrock_catalog, settings, CLAUDE)
     first = report.results[0]
-    assert first.error_category is ErrorCategory.NETWORK_ERROR
+    # The stream was opened and Bedrock itself reported the failure: a server-side fault.
+    assert first.error_category is ErrorCategory.SERVER_ERROR
+    assert first.error_code is not None and "modelstreamerror" in first.error_code.lower()
     assert first.error_message == "model stream broke"
     assert first.retries == settings.certification_max_retries

@@ -10,13 +10,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.certify.service import certify
 from modelcert.domain import Capabilities, CertificationStatus, ErrorCategory, TestOutcome
-from modelcert.providers.registry import ProviderPool
 from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, TestResultRow
+from tests.support.inprocess import certify_here
 from tests.support.llama_server import LlamaServer
 
 # A busy 2-core machine can make the 135M model slow: bound each test, generously.
@@ -52,9 +51,7 @@ async def test_certifies_the_real_server_with_latency_and_ttft(
 ) -> None:
     monkeypatch.setenv("LLAMA_TEST_KEY", llama.api_key)
     _catalog(factory, llama, "LLAMA_TEST_KEY")
-    pool = ProviderPool()
-    report = await certify(factory, settings, pool, "llama/smollm2", "global")
-    await pool.aclose()
+    report = await certify_here(settings, "llama/smollm2", "global")
 
     assert not report.simulated
     by_id = {r.test_id: r for r in report.results}
@@ -87,9 +84,7 @@ async def test_a_wrong_key_fails_the_deployment_as_authentication_error(
 ) -> None:
     monkeypatch.setenv("LLAMA_WRONG_KEY", "sk-wrong")
     _catalog(factory, llama, "LLAMA_WRONG_KEY")
-    pool = ProviderPool()
-    report = await certify(factory, settings, pool, "llama/smollm2", "global")
-    await pool.aclose()
+    report = await certify_here(settings, "llama/smollm2", "global")
     assert report.score.status is CertificationStatus.FAILED
     assert report.score.error_category is ErrorCategory.AUTHENTICATION_ERROR
     assert "Invalid API Key" in (report.score.error_message or "")

@@ -16,17 +16,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert import auth
 from modelcert.api.app import create_app
-from modelcert.auth import Role
 from modelcert.domain import JobKind, Priority
-from modelcert.jobs.control import RegionPause
-from modelcert.jobs.engine import dbos_table, queue_name
 from modelcert.jobs.enqueue import Enqueuer
+from modelcert.jobs.queues import dbos_table, queue_name
 from modelcert.settings import Settings
-from modelcert.store import repo
+from modelcert.store import api_keys, repo
+from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, Job
+from modelcert.store.worker_models import RegionPause
 from tests.support.workers import WorkerProcess
 
 D = "/dashboard"
@@ -67,7 +66,7 @@ def client(queue_settings: Settings, catalog: sessionmaker[Session]) -> Iterator
 
 def new_key(factory: sessionmaker[Session], name: str, role: Role) -> str:
     with transaction(factory) as session:
-        _, plain = auth.create_api_key(session, name, role)
+        _, plain = api_keys.create_api_key(session, name, role)
     return plain
 
 
@@ -155,7 +154,7 @@ def test_revoking_the_key_ends_its_dashboard_sessions(
     log_in(client, new_key(catalog, "temp", Role.operator))
     assert client.get(f"{D}/matrix").status_code == 200
     with transaction(catalog) as session:
-        auth.revoke_api_key(session, "temp")
+        api_keys.revoke_api_key(session, "temp")
     assert client.get(f"{D}/matrix").status_code == 303
 
 

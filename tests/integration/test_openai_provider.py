@@ -21,7 +21,7 @@ from modelcert.providers.base import (
     ChatEvent,
     ChatRequest,
     Message,
-    Provider,
+    ProviderClient,
     ProviderError,
     Stop,
     Target,
@@ -96,7 +96,7 @@ async def provider(stub: OpenAIStub) -> AsyncIterator[OpenAIProvider]:
 
 def test_is_a_provider() -> None:
     instance = OpenAIProvider(base_url="http://127.0.0.1:1/v1", api_key=None)
-    assert isinstance(instance, Provider)
+    assert isinstance(instance, ProviderClient)
     assert (instance.kind, instance.simulated) == ("openai", False)
 
 

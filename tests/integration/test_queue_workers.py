@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.domain import JobKind, Priority
 from modelcert.jobs.cancel import cancel_job
-from modelcert.jobs.engine import WORKFLOW_NAME, dbos_table
 from modelcert.jobs.enqueue import Enqueuer
-from modelcert.jobs.status import job_summary
+from modelcert.jobs.job_summary import job_summary
+from modelcert.jobs.queues import WORKFLOW_NAME, dbos_table
 from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.db import transaction

@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.domain import Priority
-from modelcert.jobs.engine import PRIORITY_VALUES, dbos_table
+from modelcert.jobs.queues import PRIORITY_VALUES, dbos_table
 from modelcert.jobs.schedule import SCHEDULE_NAME, TICK_WORKFLOW_NAME
 from modelcert.store import repo
 from modelcert.store.db import transaction

@@ -1,23 +1,24 @@
-"""Each simulation profile yields the verdict and error category a user would expect
-(the table in the README), through the real service and store."""
+"""Each simulation profile yields the verdict and error category a user would expect (the
+table in the README), on the path the service runs: queued by the enqueuer the API uses,
+run by a worker's durable workflow, read back from the store."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.certify.service import CertificationReport, certify
-from modelcert.demo import DEMO_DEPLOYMENTS, seed_demo_catalog
-from modelcert.domain import Badge, CertificationStatus
+from modelcert.catalog.demo import DEMO_DEPLOYMENTS, seed_demo_catalog
+from modelcert.domain import Badge, CertificationStatus, JobKind
 from modelcert.domain import ErrorCategory as C
-from modelcert.providers.registry import ProviderPool
+from modelcert.jobs.enqueue import Enqueuer
+from modelcert.jobs.job_summary import job_summary
 from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, CertificationRun, TestResultRow, utcnow
+from modelcert.store.runs import abort_run, begin_run
+from tests.support.inprocess import StartWorker, certify_here
 
 CERTIFIED = CertificationStatus.CERTIFIED
 FAILED = CertificationStatus.FAILED
@@ -40,34 +41,49 @@ EXPECTED: dict[str, dict[str, tuple[CertificationStatus, C | None, set[Badge]]]]
 }
 
 
-async def test_every_profile_gets_the_expected_verdict(
-    factory: sessionmaker[Session], settings: Settings
+def test_every_profile_gets_the_expected_verdict_through_the_queue(
+    factory: sessionmaker[Session], enqueuer: Enqueuer, start_worker: StartWorker
 ) -> None:
     with transaction(factory) as session:
         ids = dict(
             zip((d.profile for d in DEMO_DEPLOYMENTS), seed_demo_catalog(session), strict=True)
         )
     assert set(ids) == set(EXPECTED), "every profile has an expectation"
-    pool = ProviderPool()
-    jobs = [
-        (profile, region, certify(factory, settings, pool, ids[profile], region))
-        for profile, regions in EXPECTED.items()
-        for region in regions
-    ]
-    reports: list[CertificationReport] = await asyncio.gather(*(job for _, _, job in jobs))
-    await pool.aclose()
+    targets = [(ids[p], region) for p, regions in EXPECTED.items() for region in regions]
+    job = enqueuer.enqueue(factory, targets, kind=JobKind.MULTIPLE)
+    assert job.job_id and len(job.queued) == len(targets)
 
-    for (profile, region, _), report in zip(jobs, reports, strict=True):
-        status, category, badges = EXPECTED[profile][region]
-        score = report.score
-        assert (score.status, score.error_category) == (status, category), (profile, region)
-        assert score.badge in badges, (profile, region, score.badge)
-        assert report.simulated
+    start_worker(regions=("us-east-1", "eu-west-1"), certification_concurrency=16).drain()
 
-    by_profile = {profile: r for (profile, _, _), r in zip(jobs, reports, strict=True)}
-    assert by_profile["flaky"].score.total_retries > 0
-    assert by_profile["quota-limited"].score.total_retries > 0
-    assert "don't have access" in (by_profile["access-denied"].score.error_message or "")
+    with transaction(factory) as session:
+        summary = job_summary(session, job.job_id)
+        assert (summary["status"], summary["processed"]) == ("COMPLETED", len(targets))
+        certifications = {
+            (c.deployment_id, c.region): c for c in session.scalars(select(Certification))
+        }
+        for profile, regions in EXPECTED.items():
+            for region, (status, category, badges) in regions.items():
+                cert = certifications[(ids[profile], region)]
+                got = (cert.status, cert.error_category)
+                assert got == (status.value, category.value if category else None), profile
+                assert cert.badge in {b.value for b in badges}, (profile, region, cert.badge)
+                assert cert.simulated and cert.job_id == job.job_id
+                run = session.get(CertificationRun, cert.last_run_id)
+                assert run is not None and run.executor_id == "in-process"
+                assert run.status == cert.status and run.tests_total > 0
+        by_profile = {p: certifications[(ids[p], next(iter(r)))] for p, r in EXPECTED.items()}
+        assert by_profile["flaky"].total_retries > 0
+        assert by_profile["quota-limited"].total_retries > 0
+        assert "don't have access" in (by_profile["access-denied"].error_message or "")
+        # Fail fast: the hung deployment spent two test timeouts, not twelve.
+        hung = session.scalars(
+            select(TestResultRow)
+            .where(TestResultRow.run_id == by_profile["hangs"].last_run_id)
+            .order_by(TestResultRow.position)
+        ).all()
+        assert [t.outcome for t in hung[:2]] == ["FAILED", "FAILED"]
+        assert all(t.outcome == "SKIPPED" for t in hung[2:])
+        assert "unresponsive" in (hung[-1].detail or "")
 
 
 @pytest.mark.parametrize("runs", [2])
@@ -76,11 +92,9 @@ async def test_runs_are_kept_and_one_current_certification_per_region(
 ) -> None:
     with transaction(factory) as session:
         seed_demo_catalog(session)
-    pool = ProviderPool()
     for _ in range(runs):
-        await certify(factory, settings, pool, "sim/aurora-fast", "us-east-1")
-    report = await certify(factory, settings, pool, "sim/fjord-denied", "us-east-1")
-    await pool.aclose()
+        await certify_here(settings, "sim/aurora-fast", "us-east-1")
+    outcome = await certify_here(settings, "sim/fjord-denied", "us-east-1")
 
     with factory() as session:
         certs = session.scalars(select(Certification)).all()
@@ -97,7 +111,7 @@ async def test_runs_are_kept_and_one_current_certification_per_region(
 
         tests = session.scalars(
             select(TestResultRow)
-            .where(TestResultRow.run_id == report.run_id)
+            .where(TestResultRow.run_id == outcome.run_id)
             .order_by(TestResultRow.position)
         ).all()
         first = tests[0]
@@ -114,12 +128,10 @@ async def test_tokens_latency_and_ttft_are_recorded(
 ) -> None:
     with transaction(factory) as session:
         seed_demo_catalog(session)
-    pool = ProviderPool()
-    report = await certify(factory, settings, pool, "sim/aurora-fast", "eu-west-1")
-    await pool.aclose()
+    outcome = await certify_here(settings, "sim/aurora-fast", "eu-west-1")
     with factory() as session:
         rows = session.scalars(
-            select(TestResultRow).where(TestResultRow.run_id == report.run_id)
+            select(TestResultRow).where(TestResultRow.run_id == outcome.run_id)
         ).all()
     streamed = next(r for r in rows if r.test_id == "streaming")
     assert streamed.latency_ms and streamed.ttft_ms and streamed.ttft_ms < streamed.latency_ms
@@ -130,15 +142,19 @@ async def test_tokens_latency_and_ttft_are_recorded(
 async def test_an_interrupted_certification_is_recorded_as_cancelled(
     factory: sessionmaker[Session], settings: Settings
 ) -> None:
+    import asyncio
+
     with transaction(factory) as session:
         seed_demo_catalog(session)
-    pool = ProviderPool()
-    task = asyncio.create_task(certify(factory, settings, pool, "sim/basalt-slow", "us-east-1"))
-    await asyncio.sleep(1.0)
+    task = asyncio.create_task(certify_here(settings, "sim/basalt-slow", "us-east-1"))
+    while True:  # until the run is open: then interrupt it, as Ctrl+C would
+        await asyncio.sleep(0.05)
+        with factory() as session:
+            if session.scalars(select(CertificationRun)).first() is not None:
+                break
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await pool.aclose()
     with factory() as session:
         run = session.scalars(select(CertificationRun)).one()
         cert = session.scalars(select(Certification)).one()
@@ -154,17 +170,15 @@ async def test_a_renewal_keeps_the_verdict_it_renews_valid_until_it_ends(
     renewal is cancelled; only an invalid verdict does."""
     with transaction(factory) as session:
         seed_demo_catalog(session)
-    pool = ProviderPool()
-    await certify(factory, settings, pool, "sim/aurora-fast", "us-east-1")
-    await pool.aclose()
+    await certify_here(settings, "sim/aurora-fast", "us-east-1")
     now = utcnow()
     with transaction(factory) as session:
         cert = session.scalars(select(Certification)).one()
         assert cert.status == "CERTIFIED" and cert.is_valid(now)
         deployment = repo.find_deployment(session, cert.deployment_id)
-        renewal = repo.begin_run(session, deployment, "us-east-1", simulated=True)
+        renewal = begin_run(session, deployment.id, "us-east-1", simulated=True)
         assert cert.status == "RUNNING" and cert.is_valid(now)
-        repo.abort_run(session, renewal.id, CertificationStatus.CANCELLED, "cancelled")
+        abort_run(session, renewal.id, CertificationStatus.CANCELLED, "cancelled")
         assert cert.status == "CANCELLED" and cert.is_valid(now)
         assert cert.expires_at is not None
         assert not cert.is_valid(cert.expires_at)  # and it still expires

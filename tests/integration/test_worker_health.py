@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
-from modelcert.certify.throttle import ThrottleGates
+from modelcert.certify.throttle import QuotaKey, ThrottleGates
 from modelcert.obs.metrics import METRIC_NAMES
 from modelcert.store.db import make_engine
 from modelcert.worker.health import HealthServer, WorkerState, database_check
@@ -293,9 +293,11 @@ def test_health_lists_the_pairs_paced_after_429s(
     serve: ServerFactory, sqlite_engine: Engine
 ) -> None:
     gates = ThrottleGates()
-    gates.get("sim", "us-east-1").rate = 12.345  # as learnt from 429s
-    gates.get("sim", "eu-west-1")  # seen, never throttled: not paced
+    gates.get(QuotaKey("sim", "us-east-1", "m1")).rate = 12.345  # as learnt from 429s
+    gates.get(QuotaKey("sim", "us-east-1", "m2"))  # seen, never throttled: not paced
     state = fresh_state()
     state.pacing = gates.rates
     _, body = get_json(serve(state, sqlite_engine).port, "/health")
-    assert body["throttled"] == [{"provider": "sim", "region": "us-east-1", "calls_per_s": 12.35}]
+    assert body["throttled"] == [
+        {"provider": "sim", "region": "us-east-1", "quota": "m1", "calls_per_s": 12.35}
+    ]

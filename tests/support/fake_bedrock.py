@@ -4,12 +4,18 @@ boto3 pointed at it with ``endpoint_url`` works unmodified: botocore serialises 
 requests, and its own parsers must accept every response and every event-stream frame
 written here. SigV4 signatures are not checked. Behaviour is scripted per model id
 through ``FakeBedrock.behaviours``; unknown model ids get ``Behaviour()``.
+
+A behaviour can also hold a request unanswered (``stall_before_headers``); the server
+then notes when the client hangs up (``FakeBedrock.wait_for_hangup``), so tests can tell
+how long an abandoned call kept its connection open.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import select
+import socket
 import struct
 import threading
 import time
@@ -86,6 +92,9 @@ class Behaviour:
     error: HttpError | None = None
     stream_exception: StreamException | None = None
     stall_after_chunks: int | None = None  # stop sending (until server stop) after N deltas
+    # Read the request, then send nothing at all (not even the status line) until the
+    # client closes the connection or the server stops.
+    stall_before_headers: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,9 @@ class FakeBedrock:
         self.request_counts: Counter[str] = Counter()
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
+        # model id -> time.monotonic() at which the client hung up on a stalled request.
+        self._hangups: dict[str, float] = {}
+        self._hangup = threading.Condition(self._lock)
         # Set on stop(): stalled and delayed handlers wake up and finish.
         self.closing = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -251,6 +263,19 @@ class FakeBedrock:
             self.requests.append(recorded)
             self.request_counts[recorded.model_id] += 1
 
+    def record_hangup(self, model_id: str) -> None:
+        """Note that the client closed a stalled connection (called from handler threads)."""
+        with self._hangup:
+            self._hangups.setdefault(model_id, time.monotonic())
+            self._hangup.notify_all()
+
+    def wait_for_hangup(self, model_id: str, timeout: float) -> float | None:
+        """When (``time.monotonic()``) the client hung up on a stalled request for
+        `model_id`; None if it has not within `timeout` seconds."""
+        with self._hangup:
+            self._hangup.wait_for(lambda: model_id in self._hangups, timeout)
+            return self._hangups.get(model_id)
+
     def behaviour(self, model_id: str) -> Behaviour:
         """The scripted behaviour for `model_id` (the default one when none is set)."""
         return self.behaviours.get(model_id, Behaviour())
@@ -300,6 +325,11 @@ class _Handler(BaseHTTPRequestHandler):
         model_id, operation = unquote(segments[1]), segments[2]
         self.fake.record(RecordedRequest("POST", self.path, model_id, json.loads(raw or b"{}")))
         behaviour = self.fake.behaviour(model_id)
+        if behaviour.stall_before_headers:
+            if self._wait_for_client_to_leave():
+                self.fake.record_hangup(model_id)
+            self.close_connection = True
+            return
         if behaviour.delay:
             self.fake.closing.wait(behaviour.delay)
         if behaviour.error is not None:
@@ -310,6 +340,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_stream(behaviour)
         else:
             self._send_error(HttpError("UnknownOperationException", self.path, status=404))
+
+    def _wait_for_client_to_leave(self) -> bool:
+        """Block until the client closes the connection (True) or the server stops."""
+        while not self.fake.closing.is_set():
+            # A short poll, so that stop() is not kept waiting.
+            readable, _, _ = select.select([self.connection], [], [], 0.05)
+            if not readable:
+                continue
+            try:
+                # Peek: readable with no data is the client's FIN.
+                data = self.connection.recv(1, socket.MSG_PEEK)
+            except OSError:  # reset by the client: gone as well
+                return True
+            # Bytes instead: the client sent another request on a connection that was
+            # never answered; no client does that, so give up on this one.
+            return not data
+        return False
 
     # -- writers ---------------------------------------------------------------------
 

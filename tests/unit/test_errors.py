@@ -28,7 +28,16 @@ from modelcert.domain import Severity
         ("MalformedResponse", 200, "not JSON", C.QUALITY_ISSUE),
         (None, 401, "Incorrect API key provided", C.AUTHENTICATION_ERROR),
         (None, 429, "", C.RATE_LIMIT),
-        (None, 503, "", C.NETWORK_ERROR),
+        # A 5xx came over a working connection: the server failed, not the network.
+        (None, 503, "", C.SERVER_ERROR),
+        (None, 500, "", C.SERVER_ERROR),
+        ("ServiceUnavailableException", 503, "Service unavailable.", C.SERVER_ERROR),
+        ("InternalServerException", 500, "Internal failure", C.SERVER_ERROR),
+        ("ModelStreamErrorException", None, "model stream failed", C.SERVER_ERROR),
+        ("server_error", 500, "The server had an error", C.SERVER_ERROR),
+        (None, None, "502 Bad Gateway", C.SERVER_ERROR),
+        ("EndpointConnectionError", None, "Could not connect", C.NETWORK_ERROR),
+        (None, None, "[Errno 104] Connection reset by peer", C.NETWORK_ERROR),
         (None, None, "You need provisioned throughput for this model", C.PROVISIONING_REQUIRED),
         (None, None, "The request timed out", C.TIMEOUT),
         (None, None, "getaddrinfo: Temporary failure in name resolution", C.NETWORK_ERROR),
@@ -44,9 +53,15 @@ def test_unknown_is_medium_and_permanent() -> None:
     assert (result.severity, result.temporary) == (Severity.MEDIUM, False)
 
 
-def test_only_rate_limit_timeout_and_network_are_temporary() -> None:
+def test_only_rate_limit_timeout_server_and_network_are_temporary() -> None:
     temporary = {c for c in C if is_temporary(c)}
-    assert temporary == {C.RATE_LIMIT, C.TIMEOUT, C.NETWORK_ERROR}
+    assert temporary == {C.RATE_LIMIT, C.TIMEOUT, C.SERVER_ERROR, C.NETWORK_ERROR}
+
+
+def test_unsupported_feature_is_given_not_matched() -> None:
+    # Only the runner's evidence gives it (certify.evidence): no provider signal maps to it.
+    result = categorise_error(code="UnsupportedFeature", status=400, message="tools")
+    assert result.category is C.CONFIGURATION_ERROR
 
 
 def test_codes_win_over_messages() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from modelcert.errors import UserError
-from modelcert.reports import (
+from modelcert.reports.build import (
     EXPIRED,
     NEVER_CERTIFIED,
     Change,
@@ -24,11 +24,8 @@ from modelcert.reports import (
     certification_state,
     derive_changes,
     parse_since,
-    render,
-    render_junit,
-    render_markdown,
-    report_json,
 )
+from modelcert.reports.formats import render, render_junit, render_markdown, report_json
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -1,18 +1,19 @@
-"""The runner against the sim provider: retries, Retry-After, timeouts, classification."""
+"""The runner against the sim provider: retries, Retry-After, the per-test time budget,
+classification."""
 
 from __future__ import annotations
 
 import random
 import time
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import pytest
 
-from modelcert.certify.battery import BATTERY_BY_ID, PlannedTest, plan_battery
-from modelcert.certify.runner import RetryPolicy, run_battery, run_test, skip_reason_after
-from modelcert.domain import Capabilities, ErrorCategory, TestOutcome
-from modelcert.providers.base import ChatEvent, ChatRequest, Target
+from modelcert.certify.battery import BATTERY_BY_ID, PlannedTest
+from modelcert.certify.runner import RetryPolicy, run_test
+from modelcert.certify.throttle import ThrottleGate
+from modelcert.domain import ErrorCategory, TestOutcome
+from modelcert.providers.base import ChatEvent, ChatRequest, ProviderError, Target
 from modelcert.providers.sim import SimProvider
 
 BASIC = PlannedTest(BATTERY_BY_ID["basic-prompt"])
@@ -24,6 +25,40 @@ class SleepRecorder:
 
     async def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
+
+
+class FakeTime:
+    """A clock that only moves when someone sleeps: budgets are checked without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.delays: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        self.now += seconds
+
+
+class RefusingProvider:
+    """Every call fails at once with the same error (a dead or throttling endpoint)."""
+
+    kind = "refusing"
+    simulated = True
+
+    def __init__(self, error: ProviderError) -> None:
+        self.error = error
+        self.requests: list[ChatRequest] = []
+
+    async def chat(self, target: Target, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+        self.requests.append(request)
+        raise self.error
+        yield  # pragma: no cover
+
+    async def aclose(self) -> None:
+        return None
 
 
 async def test_rate_limits_are_retried_honouring_retry_after() -> None:
@@ -66,20 +101,98 @@ async def test_permanent_errors_are_not_retried() -> None:
     assert "don't have access" in (result.error_message or "")
 
 
-async def test_timeout_really_cancels_the_call() -> None:
+async def test_a_hung_call_is_cancelled_and_uses_up_the_test_budget() -> None:
     started = time.perf_counter()
+    provider = SimProvider()
     result = await run_test(
         BASIC,
-        SimProvider(),
+        provider,
         Target("hangs"),
         timeout_s=0.2,
-        policy=RetryPolicy(max_retries=1, base_s=0.01),
+        policy=RetryPolicy(max_retries=3, base_s=0.01),
         sleep=SleepRecorder(),
     )
     elapsed = time.perf_counter() - started
     assert result.error_category is ErrorCategory.TIMEOUT
-    assert result.attempts == 2
-    assert elapsed < 2.0  # two 0.2 s attempts, not a hang
+    # The timeout is the test's whole budget: no second hung attempt (a dead endpoint
+    # costs one timeout per test, not 1 + max_retries of them).
+    assert (result.attempts, result.retries) == (1, 0)
+    assert elapsed < 2.0
+
+
+async def test_the_provider_is_told_how_long_the_call_may_take() -> None:
+    provider = RefusingProvider(ProviderError("nope", status=403, code="AccessDeniedException"))
+    await run_test(BASIC, provider, Target("x"), timeout_s=7.0, sleep=SleepRecorder())
+    assert provider.requests and provider.requests[0].timeout_s == pytest.approx(7.0, abs=0.5)
+
+
+async def test_connection_failures_are_retried_within_the_budget_then_fail() -> None:
+    fake = FakeTime()
+    refused = ProviderError("Connection refused", code="ConnectionError")
+    result = await run_test(
+        BASIC,
+        RefusingProvider(refused),
+        Target("x"),
+        timeout_s=10.0,
+        policy=RetryPolicy(max_retries=10, base_s=2, max_s=16, jitter=0),
+        sleep=fake.sleep,
+        clock=fake.clock,
+    )
+    assert result.error_category is ErrorCategory.NETWORK_ERROR
+    # 2 + 4 s fit in the 10 s budget, the next 8 s would not: it fails then, not later.
+    assert fake.delays == [2.0, 4.0]
+    assert (result.attempts, result.retries) == (3, 2)
+
+
+async def test_a_quota_refusing_everything_fails_within_the_test_budget() -> None:
+    fake = FakeTime()
+    throttled = ProviderError("Rate exceeded", status=429, retry_after=1.0)
+    gate = ThrottleGate(fake.clock)
+    result = await run_test(
+        BASIC,
+        RefusingProvider(throttled),
+        Target("x"),
+        timeout_s=5.0,
+        policy=RetryPolicy(jitter=0, max_throttle_s=120),
+        sleep=fake.sleep,
+        clock=fake.clock,
+        gate=gate,
+    )
+    assert result.error_category is ErrorCategory.RATE_LIMIT
+    # Nobody is served by this quota: its 429s are the endpoint's answer, not a queue.
+    assert fake.now - 1000.0 <= 5.0
+    assert result.retries >= 3
+
+
+async def test_taking_turns_behind_a_serving_quota_is_not_the_endpoint_failing() -> None:
+    fake = FakeTime()
+    throttled = ProviderError("Rate exceeded", status=429, retry_after=4.0)
+    gate = ThrottleGate(fake.clock)
+    gate.record(throttled=False)  # another caller was just served by this quota
+
+    class ServedAfterAWhile(RefusingProvider):
+        async def chat(
+            self, target: Target, request: ChatRequest
+        ) -> AsyncGenerator[ChatEvent, None]:
+            if fake.now - 1000.0 < 20:
+                gate.record(throttled=False)  # the quota keeps serving others
+                raise throttled
+            async for event in SimProvider().chat(Target("healthy-fast"), request):
+                yield event
+
+    result = await run_test(
+        BASIC,
+        ServedAfterAWhile(throttled),
+        Target("x"),
+        timeout_s=5.0,
+        policy=RetryPolicy(jitter=0, max_throttle_s=120),
+        sleep=fake.sleep,
+        clock=fake.clock,
+        gate=gate,
+    )
+    # 20 s of waiting its turn, four times the test's 5 s budget: still passes.
+    assert result.outcome is TestOutcome.PASSED
+    assert result.throttled_s >= 20
 
 
 class ExplodingProvider:
@@ -102,37 +215,6 @@ async def test_a_misbehaving_provider_is_classified_not_raised() -> None:
     assert result.error_category is ErrorCategory.QUALITY_ISSUE
     assert result.error_code == "MalformedResponse"
     assert "KeyError" in (result.error_message or "")
-
-
-async def test_fail_fast_after_a_not_available_error() -> None:
-    plan = plan_battery("Meta", Capabilities())
-    results = await run_battery(
-        plan, SimProvider(), Target("bad-credentials"), sleep=SleepRecorder()
-    )
-    assert results[0].error_category is ErrorCategory.AUTHENTICATION_ERROR
-    assert all(r.outcome is TestOutcome.SKIPPED for r in results[1:])
-    assert "AUTHENTICATION_ERROR" in results[1].detail
-
-
-def test_skip_reason_after_two_timeouts_in_a_row() -> None:
-    from modelcert.certify.runner import TestResult
-
-    timeout = TestResult("a", "A", TestOutcome.FAILED, error_category=ErrorCategory.TIMEOUT)
-    ok = TestResult("b", "B", TestOutcome.PASSED)
-    assert skip_reason_after([timeout]) is None
-    assert skip_reason_after([timeout, ok]) is None
-    assert "unresponsive" in (skip_reason_after([ok, timeout, timeout]) or "")
-
-
-async def test_progress_callback_sees_every_test() -> None:
-    seen: list[tuple[int, int, str]] = []
-
-    def on_result(index: int, total: int, result: Any) -> None:
-        seen.append((index, total, result.test_id))
-
-    plan = plan_battery("Meta", Capabilities())[:3]
-    await run_battery(plan, SimProvider(), Target("healthy-fast"), on_result=on_result)
-    assert [s[0] for s in seen] == [0, 1, 2] and all(s[1] == 3 for s in seen)
 
 
 @pytest.mark.parametrize("stream", [True, False])

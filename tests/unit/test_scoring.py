@@ -102,3 +102,72 @@ def test_all_skipped_is_an_error_not_a_verdict() -> None:
 )
 def test_badges(rating: float, badge: Badge) -> None:
     assert badge_for(rating) is badge
+
+
+def not_run(n: int) -> list[TestScoreInput]:
+    reason = "not run: the certification exceeded CERTIFICATION_TIMEOUT (300 s)"
+    return [TestScoreInput(TestOutcome.NOT_RUN, detail=reason) for _ in range(n)]
+
+
+def test_tests_not_run_for_lack_of_time_give_no_verdict() -> None:
+    # 8 of 12 passed and 4 never ran: 100 % of what ran, but the 4 could have failed.
+    score = score_results(passed(8, 500) + not_run(4))
+    assert score.status is CertificationStatus.INCOMPLETE
+    assert (score.rating, score.badge, score.score) == (None, None, None)
+    assert (score.tests_total, score.tests_passed, score.tests_skipped) == (8, 8, 4)
+    assert score.error_message is not None
+    assert "4 of 12 tests not run" in score.error_message
+    assert "CERTIFICATION_TIMEOUT" in score.error_message
+
+
+def test_missing_evidence_never_certifies_even_one_test_short() -> None:
+    score = score_results(passed(11, 500) + not_run(1))
+    assert score.status is CertificationStatus.INCOMPLETE
+
+
+def test_an_unusable_deployment_fails_on_the_evidence_that_ran() -> None:
+    results = failed(1, ErrorCategory.PERMISSION_ERROR, "denied") + not_run(11)
+    score = score_results(results)
+    assert score.status is CertificationStatus.FAILED
+    assert score.badge is Badge.UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    ("passes", "fails", "category"),
+    [
+        # 9/10 with a decisive CONFIGURATION_ERROR would rate ~4.6 (RECOMMENDED) uncapped.
+        (9, 1, ErrorCategory.CONFIGURATION_ERROR),
+        (5, 5, ErrorCategory.QUALITY_ISSUE),  # FAILED below 60 %
+        (7, 3, ErrorCategory.TIMEOUT),  # QUALITY_WARNING
+        (6, 4, ErrorCategory.QUALITY_ISSUE),
+    ],
+)
+def test_verdict_rating_and_badge_agree(passes: int, fails: int, category: ErrorCategory) -> None:
+    score = score_results(passed(passes, 500) + failed(fails, category))
+    assert score.badge is not None and score.rating is not None
+    allowed = {
+        CertificationStatus.FAILED: {Badge.NOT_RECOMMENDED, Badge.UNAVAILABLE},
+        CertificationStatus.QUALITY_WARNING: {
+            Badge.FUNCTIONAL,
+            Badge.LIMITED,
+            Badge.NOT_RECOMMENDED,
+            Badge.UNAVAILABLE,
+        },
+    }[score.status]
+    assert score.badge in allowed, (score.status, score.rating, score.badge)
+    assert badge_for(score.rating) is score.badge
+
+
+def test_a_failed_run_for_availability_is_rated_zero() -> None:
+    score = score_results(passed(9, 500) + failed(1, ErrorCategory.CONFIGURATION_ERROR))
+    assert (score.status, score.rating, score.badge) == (
+        CertificationStatus.FAILED,
+        0.0,
+        Badge.UNAVAILABLE,
+    )
+
+
+def test_an_unsupported_optional_feature_does_not_fail_the_deployment() -> None:
+    score = score_results(passed(11, 500) + failed(1, ErrorCategory.UNSUPPORTED_FEATURE))
+    assert score.status is CertificationStatus.CERTIFIED
+    assert score.error_category is ErrorCategory.UNSUPPORTED_FEATURE

@@ -10,7 +10,7 @@ import pytest
 
 from modelcert.certify.battery import BATTERY_BY_ID, PlannedTest
 from modelcert.certify.runner import RetryPolicy, run_test
-from modelcert.certify.throttle import ThrottleGate, ThrottleGates
+from modelcert.certify.throttle import QuotaKey, ThrottleGate, ThrottleGates
 from modelcert.domain import ErrorCategory, TestOutcome
 from modelcert.providers.base import Target
 from modelcert.providers.sim import SimProvider
@@ -37,7 +37,7 @@ async def test_without_a_gate_a_burst_fails_for_rate_limit() -> None:
 
 async def test_with_a_gate_the_burst_takes_turns_and_passes() -> None:
     started = time.perf_counter()
-    results = await _burst(ThrottleGates().get("sim", "us-east-1"))
+    results = await _burst(ThrottleGates().get(QuotaKey("sim", "us-east-1", "quota-limited")))
     elapsed = time.perf_counter() - started
     assert all(r.outcome is TestOutcome.PASSED for r in results)  # type: ignore[attr-defined]
     assert sum(r.retries for r in results) > 0  # type: ignore[attr-defined]
@@ -143,3 +143,24 @@ async def test_two_gates_sharing_one_quota_each_get_a_fair_part() -> None:
     await asyncio.gather(*(caller(i) for i in (0, 1) for _ in range(10)))
     assert min(served) >= 0.3 * sum(served), served
     assert all(gate.rate is not None for gate in gates)  # both learnt to pace
+
+
+def test_gates_are_per_quota_not_per_provider() -> None:
+    gates = ThrottleGates()
+    east_a = gates.get(QuotaKey("bedrock", "us-east-1", "model-a"))
+    assert gates.get(QuotaKey("bedrock", "us-east-1", "model-a")) is east_a
+    assert gates.get(QuotaKey("bedrock", "us-east-1", "model-b")) is not east_a
+    assert gates.get(QuotaKey("bedrock", "eu-west-1", "model-a")) is not east_a
+
+
+def test_a_gate_knows_whether_its_quota_is_serving() -> None:
+    now = [0.0]
+    gate = ThrottleGate(clock=lambda: now[0])
+    assert not gate.serving(within_s=30)  # nothing answered yet
+    gate.record(throttled=True)
+    assert not gate.serving(within_s=30)
+    gate.record(throttled=False)
+    now[0] = 29.0
+    assert gate.serving(within_s=30)
+    now[0] = 31.0
+    assert not gate.serving(within_s=30)

@@ -11,7 +11,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.auth import Role, authenticate, key_role
+from modelcert.store.api_keys import Role, authenticate, key_role
 from modelcert.store.auth_models import ApiKey
 
 log = logging.getLogger(__name__)

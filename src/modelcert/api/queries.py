@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, not_, or_, select
+from sqlalchemy import Select, func, not_, select
 from sqlalchemy.orm import Session
 
 from modelcert.errors import NotFoundError, UserError
@@ -82,11 +82,6 @@ def recent_runs(session: Session, limit: int = RECENT_RUNS) -> list[RunWithDeplo
     return [(run, deployment) for run, deployment in rows]
 
 
-def _valid_clause(now: datetime) -> Any:
-    """SQL for `Certification.is_valid`."""
-    return Certification.expires_at > now
-
-
 def certification_page(
     session: Session,
     paging: Paging,
@@ -109,11 +104,8 @@ def certification_page(
     if provider:
         query = query.where(Provider.id == repo.get_provider(session, provider).id)
     if valid is not None:
-        clause = _valid_clause(now)
-        # expires_at may be NULL: "not valid" must include those rows, not drop them.
-        query = query.where(
-            clause if valid else or_(not_(clause), Certification.expires_at.is_(None))
-        )
+        clause = Certification.valid_clause(now)
+        query = query.where(clause if valid else not_(clause))
     total = _count(session, query)
     ordered = query.order_by(
         Provider.slug, Deployment.provider_model_id, Certification.region, Certification.id
@@ -165,7 +157,7 @@ def certification_counts(session: Session, now: datetime) -> tuple[dict[str, int
     )
     by_status = {str(status): int(count) for status, count in rows}
     valid = session.scalar(
-        select(func.count()).select_from(Certification).where(_valid_clause(now))
+        select(func.count()).select_from(Certification).where(Certification.valid_clause(now))
     )
     return by_status, valid or 0
 

@@ -22,7 +22,7 @@ from modelcert.api.schemas import JobSummaryOut
 from modelcert.certify.battery import plan_battery
 from modelcert.domain import Capabilities, CertificationStatus, JobStatus
 from modelcert.errors import NotFoundError
-from modelcert.jobs.status import job_summary
+from modelcert.jobs.job_summary import job_summary
 from modelcert.store.models import Certification, CertificationRun, Deployment, Job, TestResultRow
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,6 @@ from modelcert.domain import Capabilities
 from modelcert.providers.base import ChatRequest, Message, ProviderError
 
 DEFAULT_TIMEOUT_S = 30.0
-AVAILABILITY_GAP_S = 2.0
 AMAZON_MAX_TOKENS = 50
 
 
@@ -42,6 +41,7 @@ class CallContext(Protocol):
     """What a running test may do: call the model (with timeout and retries) and wait."""
 
     streaming: bool
+    availability_gap_s: float  # 2 s in production; the engine's timing sets it
 
     async def call(self, request: ChatRequest) -> ChatResponse: ...
 
@@ -66,6 +66,10 @@ class BatteryTest:
     requires: Callable[[Capabilities], bool] = field(default=_always)
     requirement: str = ""  # names the capability, for the SKIPPED message
     vendors: frozenset[str] = frozenset()  # lower-case; empty means every vendor
+    # The optional request feature this test exercises beyond the basic request (tools,
+    # JSON mode, stop sequences, sampling parameters): an endpoint that answers the basic
+    # request but rejects this one lacks the feature (`certify.evidence`).
+    feature: str | None = None
 
 
 def _req(ctx: CallContext, text: str, **kwargs: Any) -> ChatRequest:
@@ -94,7 +98,7 @@ async def _availability(ctx: CallContext) -> Verdict:
     first = await ctx.call(_req(ctx, "Hi"))
     if not first.text.strip():
         return Verdict.fail("empty response on the first call")
-    await ctx.sleep(AVAILABILITY_GAP_S)
+    await ctx.sleep(ctx.availability_gap_s)
     try:
         second = await ctx.call(_req(ctx, "Hi"))
     except ProviderError as exc:
@@ -107,7 +111,7 @@ async def _availability(ctx: CallContext) -> Verdict:
         ) from exc
     if not second.text.strip():
         return Verdict.fail("inconsistent availability: second answer empty")
-    return Verdict.ok("two calls 2 s apart both answered")
+    return Verdict.ok(f"two calls {ctx.availability_gap_s:g} s apart both answered")
 
 
 async def _time_to_first_token(ctx: CallContext) -> Verdict:
@@ -190,7 +194,7 @@ def _streams(caps: Capabilities) -> bool:
 BATTERY: tuple[BatteryTest, ...] = (
     BatteryTest("basic-prompt", "Basic prompt", _basic_prompt),
     BatteryTest("streaming", "Streaming", _streaming, requires=_streams, requirement="streaming"),
-    BatteryTest("parameters", "Temperature and max tokens", _parameters),
+    BatteryTest("parameters", "Temperature and max tokens", _parameters, feature="sampling"),
     BatteryTest("error-handling", "Clean answer, no error event", _error_handling),
     BatteryTest("availability", "Two calls 2 s apart", _availability, timeout_s=60.0),
     BatteryTest(
@@ -215,6 +219,7 @@ BATTERY: tuple[BatteryTest, ...] = (
         _tool_calling,
         requires=lambda caps: caps.tools,
         requirement="tools",
+        feature="tools",
     ),
     BatteryTest(
         "json-output",
@@ -222,6 +227,7 @@ BATTERY: tuple[BatteryTest, ...] = (
         _json_output,
         requires=lambda caps: caps.json_output,
         requirement="json_output",
+        feature="json_output",
     ),
     BatteryTest(
         "stop-sequence",
@@ -229,12 +235,14 @@ BATTERY: tuple[BatteryTest, ...] = (
         _stop_sequence,
         requires=lambda caps: caps.stop_sequences,
         requirement="stop_sequences",
+        feature="stop_sequences",
     ),
     BatteryTest(
         "anthropic-sampling",
         "Temperature with top-p",
         _anthropic_sampling,
         vendors=frozenset({"anthropic"}),
+        feature="sampling",
     ),
     BatteryTest(
         "amazon-haiku",

@@ -152,6 +152,15 @@ RULES: tuple[CategoryRule, ...] = (
         patterns=(r"timed? ?out", r"deadline exceeded"),
     ),
     _rule(
+        # Given by the runner, not by a provider: a validation error on an optional
+        # feature (tools, JSON mode, stop sequences, sampling) of a request whose basic
+        # form the endpoint answers (see `certify.evidence`).
+        ErrorCategory.UNSUPPORTED_FEATURE,
+        48,
+        Severity.LOW,
+        False,
+    ),
+    _rule(
         ErrorCategory.QUALITY_ISSUE,
         50,
         Severity.LOW,
@@ -160,6 +169,26 @@ RULES: tuple[CategoryRule, ...] = (
         patterns=(r"empty response", r"no chunks", r"invalid json", r"not remembered"),
     ),
     _rule(
+        # An answer did arrive, over a working connection: the server failed, the network
+        # did not. Retried like the network, shown with the provider's code.
+        ErrorCategory.SERVER_ERROR,
+        55,
+        Severity.MEDIUM,
+        True,
+        codes=(
+            "ServiceUnavailableException",
+            "InternalServerException",
+            "InternalServerError",
+            "ModelStreamErrorException",
+            "ModelErrorException",
+            "server_error",
+            "ServiceUnavailable",
+        ),
+        statuses=(500, 502, 503),
+        patterns=(r"internal server error", r"service unavailable", r"bad gateway"),
+    ),
+    _rule(
+        # The connection itself failed: refused, reset, cut mid-answer, no name.
         ErrorCategory.NETWORK_ERROR,
         60,
         Severity.MEDIUM,
@@ -167,13 +196,9 @@ RULES: tuple[CategoryRule, ...] = (
         codes=(
             "ConnectionError",
             "EndpointConnectionError",
-            "ServiceUnavailableException",
-            "InternalServerException",
-            "ModelStreamErrorException",
-            "server_error",
+            "ConnectTimeoutError",
             "StreamInterrupted",
         ),
-        statuses=(500, 502, 503),
         patterns=(
             r"connection (refused|reset|aborted|closed)",
             r"name or service not known",

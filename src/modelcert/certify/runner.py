@@ -1,6 +1,14 @@
-"""Runs battery tests against a provider: a timeout per call that really cancels it,
-retries with exponential backoff and jitter for temporary categories only (honouring
-Retry-After), every retry counted, every failure classified with its original text.
+"""Runs one battery test against a provider: a time budget per test that really cancels
+the call in flight, retries with exponential backoff and jitter for temporary categories
+only (honouring Retry-After), every retry counted, every failure classified with its
+original text.
+
+**The test's timeout is its whole budget**: attempts, backoff and waits together. A hung
+call uses it up and is not tried again, so a dead endpoint costs one timeout per test
+(two tests, then the fail-fast rule in `certify.evidence` skips the rest), not
+1 + `max_retries` timeouts. One wait does not count against it: taking turns behind a
+quota that is serving calls (429s while the same quota answers others), which is the
+quota working, not the endpoint failing; that wait is bounded by `max_throttle_s`.
 """
 
 from __future__ import annotations
@@ -8,20 +16,19 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
 
 from modelcert.certify.battery import PlannedTest
 from modelcert.certify.errors import Classification, categorise_error, rule_for
 from modelcert.certify.throttle import ThrottleGate
 from modelcert.certify.verdicts import ChatResponse
-from modelcert.domain import NOT_AVAILABLE_CATEGORIES, ErrorCategory, Severity, TestOutcome
+from modelcert.domain import ErrorCategory, TestOutcome, TestResult
 from modelcert.providers.base import (
     ChatEvent,
     ChatRequest,
-    Provider,
+    ProviderClient,
     ProviderError,
     Stop,
     Target,
@@ -33,10 +40,6 @@ from modelcert.providers.base import (
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 
-# After this many tests in a row end unresponsive, the endpoint is not worth waiting for.
-UNRESPONSIVE_LIMIT = 2
-_UNRESPONSIVE = frozenset({ErrorCategory.TIMEOUT})
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -44,7 +47,8 @@ class RetryPolicy:
     base_s: float = 2.0
     max_s: float = 16.0
     jitter: float = 0.2  # ± fraction of the backoff
-    max_throttle_s: float = 120.0  # with a shared throttle gate: how long to wait out 429s
+    # How long one test may wait its turn behind a quota that is serving other calls.
+    max_throttle_s: float = 120.0
 
     def delay(self, retry: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds before retry number `retry` (1-based). Retry-After wins when given."""
@@ -55,35 +59,20 @@ class RetryPolicy:
         return max(0.0, backoff * (1 + rng.uniform(-self.jitter, self.jitter)))
 
 
-@dataclass
-class TestResult:
-    __test__ = False
+class CallFailed(ProviderError):
+    """A call failed for good (permanent category, retries or time budget exhausted).
 
-    test_id: str
-    title: str
-    outcome: TestOutcome
-    detail: str = ""
-    latency_ms: float | None = None
-    ttft_ms: float | None = None
-    retries: int = 0
-    attempts: int = 0
-    error_category: ErrorCategory | None = None
-    error_severity: Severity | None = None
-    error_code: str | None = None
-    http_status: int | None = None
-    error_message: str | None = None  # the provider's original text
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    throttled_s: float = 0.0  # time spent waiting on RATE_LIMIT retries
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    duration_ms: float = 0.0
-
-
-class CallFailed(Exception):
-    """A call failed for good (permanent category, or retries exhausted)."""
+    A ProviderError itself, with the provider's status, code and message, so that a test
+    may catch the failure of a call it expects (`except ProviderError`)."""
 
     def __init__(self, error: ProviderError, classification: Classification) -> None:
-        super().__init__(error.message)
+        super().__init__(
+            error.message,
+            status=error.status,
+            code=error.code,
+            retry_after=error.retry_after,
+            provider=error.provider,
+        )
         self.error = error
         self.classification = classification
 
@@ -132,30 +121,72 @@ def classify(error: ProviderError) -> Classification:
 
 @dataclass
 class _Context:
-    """The CallContext of one test: calls with timeout and retries, and their tally."""
+    """The CallContext of one test: calls within the test's budget, and their tally."""
 
-    provider: Provider
+    provider: ProviderClient
     target: Target
     policy: RetryPolicy
     timeout_s: float
     streaming: bool
+    availability_gap_s: float
     sleep_fn: Sleep
     rng: random.Random
     clock: Clock
+    gate: ThrottleGate | None = None  # shared by the calls that draw on the same quota
     retries: int = 0
     attempts: int = 0
     throttled_s: float = 0.0
     responses: list[ChatResponse] = field(default_factory=list)
-    gate: ThrottleGate | None = None  # shared by calls to the same (provider, region)
+    deadline: float = 0.0  # set when the test starts; moved by turns taken behind a quota
+    _queued_s: float = 0.0  # of `throttled_s`, the part that moved the deadline
+
+    def start(self) -> None:
+        self.deadline = self.clock() + self.timeout_s
+
+    def remaining(self) -> float:
+        return self.deadline - self.clock()
 
     async def sleep(self, seconds: float) -> None:
         await self.sleep_fn(seconds)
 
-    async def _attempt(self, request: ChatRequest) -> ChatResponse:
+    def _took_turn(self, seconds: float) -> None:
+        """Waited behind a quota that serves others: not the endpoint's time."""
+        extra = min(seconds, max(0.0, self.policy.max_throttle_s - self._queued_s))
+        self._queued_s += extra
+        self.deadline += extra
+
+    async def _take_turn(self, last: ProviderError | None) -> None:
+        """Wait for this call's turn at the quota's gate, no longer than the test may."""
+        assert self.gate is not None
+        serving = self.gate.serving(within_s=self.timeout_s)
+        limit = max(0.0, self.remaining())
+        if serving:  # taking turns at a working quota has its own budget
+            limit += max(0.0, self.policy.max_throttle_s - self._queued_s)
+        started = self.clock()
+        try:
+            async with asyncio.timeout(limit):
+                waited = await self.gate.wait(self.sleep_fn)
+        except TimeoutError:
+            self.throttled_s += self.clock() - started
+            raise self._out_of_time(last) from None
+        self.throttled_s += waited
+        if serving:
+            self._took_turn(waited)
+
+    def _out_of_time(self, last: ProviderError | None) -> CallFailed:
+        error = last or ProviderError(
+            f"no complete answer within {self.timeout_s:g} s (call cancelled)",
+            code="TimeoutError",
+            provider=self.provider.kind,
+        )
+        return CallFailed(error, classify(error))
+
+    async def _attempt(self, request: ChatRequest, timeout_s: float) -> ChatResponse:
         self.attempts += 1
         try:
-            async with asyncio.timeout(self.timeout_s):
-                return await collect(self.provider.chat(self.target, request), self.clock)
+            async with asyncio.timeout(timeout_s):
+                events = self.provider.chat(self.target, replace(request, timeout_s=timeout_s))
+                return await collect(events, self.clock)
         except TimeoutError:
             raise ProviderError(
                 f"no complete answer within {self.timeout_s:g} s (call cancelled)",
@@ -173,36 +204,45 @@ class _Context:
 
     async def call(self, request: ChatRequest) -> ChatResponse:
         retry = 0
+        last: ProviderError | None = None
         while True:
             if self.gate is not None:
-                self.throttled_s += await self.gate.wait(self.sleep_fn)
+                await self._take_turn(last)
+            remaining = self.remaining()
+            if remaining <= 0:
+                raise self._out_of_time(last)
             try:
-                response = await self._attempt(request)
+                response = await self._attempt(request, min(remaining, self.timeout_s))
             except ProviderError as error:
+                last = error
                 classification = classify(error)
-                if self.gate is not None and classification.category is ErrorCategory.RATE_LIMIT:
+                rate_limited = classification.category is ErrorCategory.RATE_LIMIT
+                if self.gate is not None and rate_limited:
                     self.gate.record(throttled=True)
-                # With a shared gate, throttling is waited out within a time budget rather
-                # than a count of retries: many certifications at once must not fail
-                # merely because the quota makes them take turns.
-                throttled = (
-                    classification.category is ErrorCategory.RATE_LIMIT and self.gate is not None
-                )
-                exhausted = (
-                    self.throttled_s >= self.policy.max_throttle_s
-                    if throttled
-                    else retry >= self.policy.max_retries
-                )
-                if not classification.temporary or exhausted:
+                if not classification.temporary:
                     raise CallFailed(error, classification) from error
                 retry += 1
-                self.retries += 1
                 delay = self.policy.delay(retry, error.retry_after, self.rng)
-                if throttled:
+                in_line = rate_limited and self.gate is not None
+                if in_line:
                     assert self.gate is not None
-                    self.gate.hold(delay)  # every caller of this provider and region waits
+                    # Rate limits are waited out rather than counted: many certifications
+                    # at once must not fail merely because the quota makes them take turns.
+                    queued_out = self._queued_s >= self.policy.max_throttle_s
+                    # A quota serving nobody is the endpoint refusing: retried like any
+                    # temporary failure, within the count and the budget.
+                    refused = not self.gate.serving(within_s=self.timeout_s) and (
+                        retry > self.policy.max_retries or delay >= self.remaining()
+                    )
+                    if queued_out or refused:
+                        raise CallFailed(error, classification) from error
+                    self.retries += 1
+                    self.gate.hold(delay)  # every caller drawing on this quota waits
                     continue
-                if classification.category is ErrorCategory.RATE_LIMIT:
+                if retry > self.policy.max_retries or delay >= self.remaining():
+                    raise CallFailed(error, classification) from error
+                self.retries += 1
+                if rate_limited:
                     self.throttled_s += delay
                 await self.sleep_fn(delay)
                 continue
@@ -212,29 +252,24 @@ class _Context:
             return response
 
 
-def skip_reason_after(results: Sequence[TestResult]) -> str | None:
-    """Fail fast: why the remaining tests need not run, given the results so far. Pure."""
-    for result in results:
-        if result.error_category in NOT_AVAILABLE_CATEGORIES:
-            return f"not run: {result.error_category} in {result.test_id}"
-    tail = [r for r in results if r.outcome is not TestOutcome.SKIPPED][-UNRESPONSIVE_LIMIT:]
-    if len(tail) == UNRESPONSIVE_LIMIT and all(r.error_category in _UNRESPONSIVE for r in tail):
-        return f"not run: endpoint unresponsive ({tail[-1].error_category} in a row)"
-    return None
-
-
 def skipped(planned: PlannedTest, reason: str) -> TestResult:
     return TestResult(planned.test.id, planned.test.title, TestOutcome.SKIPPED, detail=reason)
 
 
+def not_run(planned: PlannedTest, reason: str) -> TestResult:
+    """A test that should have run and did not, for a reason that is not the model's."""
+    return TestResult(planned.test.id, planned.test.title, TestOutcome.NOT_RUN, detail=reason)
+
+
 async def run_test(
     planned: PlannedTest,
-    provider: Provider,
+    provider: ProviderClient,
     target: Target,
     *,
     streaming: bool = True,
     policy: RetryPolicy | None = None,
     timeout_s: float | None = None,
+    availability_gap_s: float = 2.0,
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.perf_counter,
     rng: random.Random | None = None,
@@ -250,6 +285,7 @@ async def run_test(
         policy=policy or RetryPolicy(),
         timeout_s=timeout_s if timeout_s is not None else test.timeout_s,
         streaming=streaming,
+        availability_gap_s=availability_gap_s,
         sleep_fn=sleep,
         rng=rng or random.Random(),
         clock=clock,
@@ -257,16 +293,13 @@ async def run_test(
     )
     result = TestResult(test.id, test.title, TestOutcome.FAILED)
     started = clock()
+    ctx.start()
     try:
         verdict = await test.run(ctx)
-    except CallFailed as failure:
-        error = failure.error
-        result.detail = error.message
-        result.error_category = failure.classification.category
-        result.error_severity = failure.classification.severity
-        result.error_code = error.code
-        result.http_status = error.status
-        result.error_message = error.message
+    except ProviderError as error:
+        # A call that failed for good, or a test's own verdict on calls that failed
+        # (e.g. "inconsistent availability"): classified either way.
+        _record_failure(result, error)
     else:
         result.outcome = TestOutcome.PASSED if verdict.passed else TestOutcome.FAILED
         result.detail = verdict.detail
@@ -288,44 +321,24 @@ async def run_test(
     return result
 
 
+def failed_before_calling(planned: PlannedTest, error: ProviderError) -> TestResult:
+    """A test that could not call the provider at all (e.g. its client could not be built:
+    a missing API key), classified like a failed call."""
+    result = TestResult(planned.test.id, planned.test.title, TestOutcome.FAILED)
+    _record_failure(result, error)
+    return result
+
+
+def _record_failure(result: TestResult, error: ProviderError) -> None:
+    classification = error.classification if isinstance(error, CallFailed) else classify(error)
+    result.detail = error.message
+    result.error_category = classification.category
+    result.error_severity = classification.severity
+    result.error_code = error.code
+    result.http_status = error.status
+    result.error_message = error.message
+
+
 def _sum_tokens(values: Iterable[int | None]) -> int | None:
     known = [v for v in values if v is not None]
     return sum(known) if known else None
-
-
-ResultCallback = Callable[[int, int, TestResult], Awaitable[None] | None]
-
-
-async def run_battery(
-    plan: Sequence[PlannedTest],
-    provider: Provider,
-    target: Target,
-    *,
-    streaming: bool = True,
-    policy: RetryPolicy | None = None,
-    timeout_s: float | None = None,
-    on_result: ResultCallback | None = None,
-    sleep: Sleep = asyncio.sleep,
-) -> list[TestResult]:
-    """Run the planned tests in order, failing fast once the deployment proves unusable."""
-    results: list[TestResult] = []
-    for index, planned in enumerate(plan):
-        reason = skip_reason_after(results)
-        if reason:
-            result = skipped(planned, reason)
-        else:
-            result = await run_test(
-                planned,
-                provider,
-                target,
-                streaming=streaming,
-                policy=policy,
-                timeout_s=timeout_s,
-                sleep=sleep,
-            )
-        results.append(result)
-        if on_result is not None:
-            maybe = on_result(index, len(plan), result)
-            if maybe is not None:
-                await maybe
-    return results

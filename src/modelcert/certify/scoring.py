@@ -3,6 +3,16 @@
 Fixed defects: a deployment with no passing test is UNAVAILABLE (the old code gave
 it a perfect performance score from an average latency of 0 and landed at LIMITED);
 retries are counted and lower the resilience term.
+
+Two rules of our own:
+
+- **No verdict from missing evidence.** A test that was meant to run but did not, for a
+  reason that is not the model's (NOT_RUN: the certification ran out of time), makes the
+  certification INCOMPLETE, with no rating or badge, unless what did run already shows
+  the deployment unusable (an availability category: FAILED on that evidence).
+- **Verdict, rating and badge agree.** The rating is capped by the verdict: a
+  QUALITY_WARNING is at most FUNCTIONAL, a FAILED at most NOT_RECOMMENDED (UNAVAILABLE
+  when an availability category decided it), so no failed run is rated RECOMMENDED.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import median
+from typing import Protocol
 
 from modelcert.certify.errors import rule_for
 from modelcert.domain import (
@@ -17,7 +28,7 @@ from modelcert.domain import (
     Badge,
     CertificationStatus,
     ErrorCategory,
-    Severity,
+    Score,
     TestOutcome,
 )
 
@@ -33,9 +44,33 @@ _BADGE_THRESHOLDS: tuple[tuple[float, Badge], ...] = (
 )
 
 
+# The highest rating each verdict allows (badges follow the rating).
+_RATING_CAP: dict[CertificationStatus, float] = {
+    CertificationStatus.QUALITY_WARNING: 3.9,  # at most FUNCTIONAL
+    CertificationStatus.FAILED: 1.9,  # at most NOT_RECOMMENDED
+}
+
+
+class ScoredTest(Protocol):
+    """What scoring reads of one test result (a `domain.TestResult` has it all)."""
+
+    @property
+    def outcome(self) -> TestOutcome: ...
+    @property
+    def latency_ms(self) -> float | None: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def error_category(self) -> ErrorCategory | None: ...
+    @property
+    def error_message(self) -> str | None: ...
+    @property
+    def detail(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class TestScoreInput:
-    """What scoring needs from one test result."""
+    """What scoring needs from one test result, for building results by hand."""
 
     __test__ = False
 
@@ -44,26 +79,7 @@ class TestScoreInput:
     retries: int = 0
     error_category: ErrorCategory | None = None
     error_message: str | None = None
-
-
-@dataclass(frozen=True)
-class Score:
-    status: CertificationStatus
-    score: int  # 0-100
-    rating: float  # 0-5, one decimal
-    badge: Badge
-    tests_total: int  # executed (not skipped)
-    tests_passed: int
-    tests_failed: int
-    tests_skipped: int
-    success_rate: float  # 0-100
-    avg_latency_ms: float | None  # over passed tests
-    p50_latency_ms: float | None
-    max_latency_ms: float | None
-    total_retries: int
-    error_category: ErrorCategory | None  # the decisive error
-    error_severity: Severity | None
-    error_message: str | None
+    detail: str = ""
 
 
 def performance_factor(avg_latency_ms: float) -> float:
@@ -97,7 +113,7 @@ def compute_rating(
 
 
 def decisive_error(
-    results: Sequence[TestScoreInput],
+    results: Sequence[ScoredTest],
 ) -> tuple[ErrorCategory, str | None] | None:
     """The most serious failure (lowest category priority), first one on ties."""
     failures = [r for r in results if r.outcome is TestOutcome.FAILED and r.error_category]
@@ -109,12 +125,15 @@ def decisive_error(
 
 
 def status_for(
-    success_rate: float, executed: int, decisive: ErrorCategory | None
+    success_rate: float, executed: int, decisive: ErrorCategory | None, *, missing: int = 0
 ) -> CertificationStatus:
-    if executed == 0:
-        return CertificationStatus.ERROR
+    """The verdict; `missing` counts the tests that did not run for lack of time."""
     if decisive in NOT_AVAILABLE_CATEGORIES:
         return CertificationStatus.FAILED
+    if missing:
+        return CertificationStatus.INCOMPLETE
+    if executed == 0:
+        return CertificationStatus.ERROR
     if success_rate >= CERTIFIED_MIN_SUCCESS:
         return CertificationStatus.CERTIFIED
     if success_rate >= QUALITY_WARNING_MIN_SUCCESS:
@@ -122,9 +141,20 @@ def status_for(
     return CertificationStatus.FAILED
 
 
-def score_results(results: Sequence[TestScoreInput]) -> Score:
+def capped_rating(
+    status: CertificationStatus, rating: float, decisive: ErrorCategory | None
+) -> float:
+    """The rating the verdict allows: no failed run above NOT_RECOMMENDED, none UNAVAILABLE
+    for availability reasons above 0."""
+    if status is CertificationStatus.FAILED and decisive in NOT_AVAILABLE_CATEGORIES:
+        return 0.0
+    return min(rating, _RATING_CAP.get(status, rating))
+
+
+def score_results(results: Sequence[ScoredTest]) -> Score:
     """Turn per-test results into the certification's verdict."""
-    executed = [r for r in results if r.outcome is not TestOutcome.SKIPPED]
+    executed = [r for r in results if r.outcome.executed]
+    missing = [r for r in results if r.outcome is TestOutcome.NOT_RUN]
     passed = [r for r in executed if r.outcome is TestOutcome.PASSED]
     failed = len(executed) - len(passed)
     latencies = [r.latency_ms for r in passed if r.latency_ms is not None]
@@ -135,18 +165,28 @@ def score_results(results: Sequence[TestScoreInput]) -> Score:
 
     decisive = decisive_error(results)
     category = decisive[0] if decisive else None
-    rating = compute_rating(
-        passed=len(passed),
-        total=len(executed),
-        avg_latency_ms=avg_latency,
-        avg_retries=avg_retries,
-        errors=failed,
-    )
+    message = decisive[1] if decisive else None
+    status = status_for(success_rate, len(executed), category, missing=len(missing))
+    rating: float | None = None
+    if status not in (CertificationStatus.INCOMPLETE, CertificationStatus.ERROR):
+        raw = compute_rating(
+            passed=len(passed),
+            total=len(executed),
+            avg_latency_ms=avg_latency,
+            avg_retries=avg_retries,
+            errors=failed,
+        )
+        rating = capped_rating(status, raw, category)
+    if status is CertificationStatus.INCOMPLETE:
+        message = (
+            f"incomplete: {len(missing)} of {len(results)} tests not run "
+            f"({missing[0].detail or 'no reason given'}); no verdict on the model"
+        )
     return Score(
-        status=status_for(success_rate, len(executed), category),
-        score=round(rating * 20),
+        status=status,
+        score=round(rating * 20) if rating is not None else None,
         rating=rating,
-        badge=badge_for(rating),
+        badge=badge_for(rating) if rating is not None else None,
         tests_total=len(executed),
         tests_passed=len(passed),
         tests_failed=failed,
@@ -158,5 +198,5 @@ def score_results(results: Sequence[TestScoreInput]) -> Score:
         total_retries=total_retries,
         error_category=category,
         error_severity=rule_for(category).severity if category else None,
-        error_message=decisive[1] if decisive else None,
+        error_message=message,
     )

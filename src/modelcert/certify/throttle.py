@@ -1,10 +1,17 @@
-"""Throttling shared by every call to one (provider, region) in a process.
+"""Throttling shared, in a process, by every call that draws on one provider quota.
+
+A gate is keyed by the quota it protects (`QuotaKey`): by default one model of one
+provider in one region, as Bedrock's and OpenAI's quotas are per model and region, so
+one model's 429s never slow another. A deployment (or its provider's config) can widen
+it: `"throttle_scope": "provider"` makes every model of the provider in a region share
+one gate, `"quota_key": "<name>"` makes the deployments that name the same key share one
+(an account-wide quota).
 
 Two mechanisms, both learnt from the provider's own 429 answers:
 
-- **Hold.** A 429's Retry-After (or backoff) closes the gate: every caller of that
-  provider in that region waits it out, instead of each spending an attempt to learn it;
-  the first in line goes as soon as it ends.
+- **Hold.** A 429's Retry-After (or backoff) closes the gate: every caller drawing on
+  that quota waits it out, instead of each spending an attempt to learn it; the first in
+  line goes as soon as it ends.
 - **Pacing.** After the first 429 the gate spaces call starts at a learnt rate, so callers
   take turns one at a time (first come, first served) instead of all rushing in when a
   hold ends: a thundering herd turns into a burst of 429s and burns CPU. The rate is
@@ -23,8 +30,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 Sleep = Callable[[float], Awaitable[None]]
+
+THROTTLE_SCOPES = ("model", "provider")
+
+
+@dataclass(frozen=True, order=True)
+class QuotaKey:
+    """The provider quota a call draws on."""
+
+    provider: str
+    region: str
+    quota: str  # the model id, a named shared quota ("quota_key"), or "*" (whole provider)
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.region}/{self.quota}"
 
 
 class ThrottleGate:
@@ -48,6 +70,7 @@ class ThrottleGate:
         self._closed_until = 0.0
         self._last_start = float("-inf")
         self._last_throttled = float("-inf")
+        self._last_served = float("-inf")
         self._measuring = False  # between the first 429 and the first rate
         self._window_started = 0.0
         self._window_starts = 0
@@ -61,6 +84,11 @@ class ThrottleGate:
         if until > self._closed_until:
             self._closed_until = until
             self._last_start = float("-inf")  # the first in line goes when the hold ends
+
+    def serving(self, *, within_s: float) -> bool:
+        """Whether this quota answered a call in the last `within_s` seconds: a 429 then
+        means "take your turn", not "this endpoint refuses everything"."""
+        return self._clock() - self._last_served <= within_s
 
     def _next_start(self) -> float:
         start = self._closed_until
@@ -88,6 +116,7 @@ class ThrottleGate:
             self._window_throttled += 1
         else:
             self._window_ok += 1
+            self._last_served = now
         if self.rate is None and not self._measuring:
             if throttled:  # measure what the quota serves before pacing
                 self._measuring = True
@@ -119,16 +148,20 @@ class ThrottleGate:
 
 
 class ThrottleGates:
-    """One gate per (provider, region)."""
+    """One gate per provider quota."""
 
-    def __init__(self) -> None:
-        self._gates: dict[tuple[str, str], ThrottleGate] = {}
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._gates: dict[QuotaKey, ThrottleGate] = {}
 
-    def get(self, provider: str, region: str) -> ThrottleGate:
-        return self._gates.setdefault((provider, region), ThrottleGate())
+    def get(self, key: QuotaKey) -> ThrottleGate:
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = ThrottleGate(self._clock)
+        return gate
 
-    def rates(self) -> dict[tuple[str, str], float | None]:
-        """The pacing rate per (provider, region), None where not paced (for /health)."""
+    def rates(self) -> dict[QuotaKey, float | None]:
+        """The pacing rate per quota, None where not paced (for /health)."""
         # Read from the health server's thread while the event loop may add a gate: copy
         # the items in one C-level call before iterating in Python.
         return {key: gate.rate for key, gate in list(self._gates.items())}

@@ -11,7 +11,9 @@ from modelcert.errors import NotFoundError, UserError
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, CertificationRun, Job, utcnow
 
+# DBOS workflow statuses of work not finished yet.
 _UNFINISHED = ("ENQUEUED", "DELAYED", "PENDING")
+_PENDING = (CertificationStatus.QUEUED.value, CertificationStatus.RUNNING.value)
 
 
 def cancel_job(factory: sessionmaker[Session], client: DBOSClient, job_id: str) -> int:
@@ -20,7 +22,7 @@ def cancel_job(factory: sessionmaker[Session], client: DBOSClient, job_id: str) 
         job = session.get(Job, job_id)
         if job is None:
             raise NotFoundError(f"unknown job {job_id!r}", field="jobId")
-        if job.status in (JobStatus.COMPLETED.value, JobStatus.CANCELLED.value):
+        if JobStatus(job.status).is_final:
             raise UserError(f"job {job_id} is already {job.status}", field="jobId")
     workflows = client.list_workflows(
         workflow_id_prefix=f"{job_id}:",
@@ -37,12 +39,15 @@ def cancel_job(factory: sessionmaker[Session], client: DBOSClient, job_id: str) 
         cancelled = CertificationStatus.CANCELLED.value
         session.execute(
             update(Certification)
-            .where(Certification.job_id == job_id, Certification.status.in_(["QUEUED", "RUNNING"]))
+            .where(Certification.job_id == job_id, Certification.status.in_(_PENDING))
             .values(status=cancelled, completed_at=now, error_message="cancelled")
         )
         session.execute(
             update(CertificationRun)
-            .where(CertificationRun.job_id == job_id, CertificationRun.status == "RUNNING")
+            .where(
+                CertificationRun.job_id == job_id,
+                CertificationRun.status == CertificationStatus.RUNNING.value,
+            )
             .values(status=cancelled, completed_at=now, error_message="cancelled")
         )
         job = session.scalars(select(Job).where(Job.id == job_id)).one()

@@ -13,31 +13,25 @@ which keeps a paused region paused.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from dbos import DBOSClient
-from sqlalchemy import Engine, String, delete, select, text, update
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import Engine, delete, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.domain import CertificationStatus, JobStatus, Priority
 from modelcert.errors import NotFoundError, UserError
-from modelcert.jobs.engine import PRIORITY_VALUES, dbos_table, queue_name, queue_options
+from modelcert.jobs.queues import PRIORITY_VALUES, dbos_table, queue_name, queue_options
 from modelcert.settings import Settings
 from modelcert.store.db import transaction
-from modelcert.store.models import Base, CertificationRun, Job, utcnow
+from modelcert.store.models import CertificationRun, Job
+from modelcert.store.worker_models import RegionPause
 
-_RETRYABLE = (CertificationStatus.FAILED.value, CertificationStatus.ERROR.value)
-
-
-class RegionPause(Base):
-    """A region whose queue an operator paused: nothing new starts there until resumed."""
-
-    __tablename__ = "region_pauses"
-
-    region: Mapped[str] = mapped_column(String(64), primary_key=True)
-    paused_by: Mapped[str | None] = mapped_column(String(200))
-    paused_at: Mapped[datetime] = mapped_column(default=utcnow)
+_RETRYABLE = (
+    CertificationStatus.FAILED.value,
+    CertificationStatus.ERROR.value,
+    CertificationStatus.INCOMPLETE.value,
+)
 
 
 def paused_regions(session: Session) -> dict[str, RegionPause]:
@@ -117,7 +111,7 @@ def set_job_priority(session: Session, job_id: str, priority: Priority) -> int:
     job = session.get(Job, job_id)
     if job is None:
         raise NotFoundError(f"unknown job {job_id!r}", field="jobId")
-    if job.status in (JobStatus.COMPLETED.value, JobStatus.CANCELLED.value):
+    if JobStatus(job.status).is_final:
         raise UserError(f"job {job_id} is already {job.status}", field="jobId")
     table = dbos_table(session.get_bind().dialect.name, "workflow_status")
     changed = session.execute(
@@ -139,7 +133,8 @@ def set_job_priority(session: Session, job_id: str, priority: Priority) -> int:
 
 
 def failed_targets(session: Session, job_id: str) -> list[tuple[int, str]]:
-    """(deployment, region) pairs whose latest run in this job FAILED or ERRORED."""
+    """(deployment, region) pairs whose latest run in this job FAILED, ERRORED or was
+    INCOMPLETE."""
     if session.get(Job, job_id) is None:
         raise NotFoundError(f"unknown job {job_id!r}", field="jobId")
     latest: dict[tuple[int, str], str] = {}

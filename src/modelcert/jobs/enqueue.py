@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from dbos import DBOSClient, EnqueueOptions
+from dbos import DBOSClient
 from dbos._error import DBOSQueueDeduplicatedError
 from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelcert.domain import CertificationStatus, JobKind, Priority
 from modelcert.errors import UserError
 from modelcert.jobs.control import region_queue_options
-from modelcert.jobs.engine import PRIORITY_VALUES, WORKFLOW_NAME, queue_name
+from modelcert.jobs.queues import PRIORITY_VALUES, queue_name
+from modelcert.jobs.workflows import certification_options, enqueue_certification
 from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.db import transaction
@@ -153,24 +154,23 @@ class Enqueuer:
         delay_s: float,
     ) -> str | None:
         workflow_id = workflow_id_for(job_id, deployment_id, region)
-        options: EnqueueOptions = {
-            "workflow_name": WORKFLOW_NAME,
-            "queue_name": queue_name(self.settings, region),
-            "workflow_id": workflow_id,
-            "deduplication_id": deduplication_id(deployment_id, region),
-            "priority": PRIORITY_VALUES[priority],
-        }
-        if delay_s:
-            options["delay_seconds"] = delay_s
+        options = certification_options(
+            queue_name=queue_name(self.settings, region),
+            workflow_id=workflow_id,
+            deduplication_id=deduplication_id(deployment_id, region),
+            priority=PRIORITY_VALUES[priority],
+            delay_s=delay_s,
+        )
         try:
             # A savepoint: a refused duplicate must not abort the whole transaction.
             with session.begin_nested():
-                self.client.enqueue_in_transaction(
+                enqueue_certification(
+                    self.client,
                     session.connection(),
                     options,
-                    job_id,
-                    deployment_id,
-                    region,
+                    job_id=job_id,
+                    deployment_id=deployment_id,
+                    region=region,
                 )
         except DBOSQueueDeduplicatedError:
             return None
@@ -234,11 +234,17 @@ def all_active_targets(
 
 
 def recertify_targets(session: Session, now: datetime | None = None) -> list[tuple[int, str]]:
-    """Certifications that expired, failed or errored."""
+    """Certifications that expired, failed, errored or ran out of time."""
     now = now or utcnow()
     query = select(Certification).where(
         or_(
-            Certification.status.in_(["FAILED", "ERROR"]),
+            Certification.status.in_(
+                [
+                    CertificationStatus.FAILED.value,
+                    CertificationStatus.ERROR.value,
+                    CertificationStatus.INCOMPLETE.value,
+                ]
+            ),
             Certification.expires_at <= now,
         )
     )

@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.jobs.engine import WORKFLOW_NAME, dbos_table
+from modelcert.jobs.queues import WORKFLOW_NAME, dbos_table
 from modelcert.obs.logging import log_event
 from modelcert.store.db import transaction
 from modelcert.store.models import utcnow

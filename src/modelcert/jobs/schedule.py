@@ -3,29 +3,33 @@ certifications that are about to expire and the failed ones whose retry interval
 
 The schedule lives in DBOS's tables (`install_schedule` writes it when a worker starts)
 and every worker runs DBOS's scheduler. Each tick is a workflow whose id is derived from
-the schedule's name and the tick's time (`sched-<name>-<time>`), and it is queued on
-DBOS's internal queue; so with several workers a tick still runs once. The selection
-and the enqueue run in one step: one job per tick (created by "scheduler"), none when
-nothing is due. The enqueuer refuses what is already queued or running.
+the schedule's name and the tick's time (`sched-<name>-<time>`), so with several workers
+a tick still runs once. DBOS fires only plain functions on a schedule, so the tick hands
+the work to `RecertifyScheduler.run`, a workflow of the worker's configured instance
+(which holds the database, the settings and the enqueuer), queued as the tick's child.
+The selection and the enqueue run in one step: one job per tick (created by
+"scheduler"), none when nothing is due. The enqueuer refuses what is already queued or
+running.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from dbos import DBOS
-from sqlalchemy import Engine, and_, func, or_, select
+from dbos import DBOS, DBOSConfiguredInstance, EnqueueOptions
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from modelcert.domain import CertificationStatus, JobKind, Priority
 from modelcert.errors import UserError
 from modelcert.jobs.enqueue import Enqueuer
-from modelcert.jobs.runtime import runtime
+from modelcert.jobs.queues import APP_VERSION, SCHEDULE_QUEUE
 from modelcert.obs import metrics
 from modelcert.obs.logging import log_event
 from modelcert.settings import Settings
@@ -36,10 +40,18 @@ SCHEDULE_NAME = "modelcert-recertify"
 TICK_WORKFLOW_NAME = "recertify_due"
 REQUESTER = "scheduler"
 
+SCHEDULER_CLASS = "RecertifyScheduler"
+SCHEDULER_INSTANCE = "recertify"
+
 VALID_STATUSES = (CertificationStatus.CERTIFIED.value, CertificationStatus.QUALITY_WARNING.value)
-# An unavailable deployment ends FAILED (badge UNAVAILABLE); ERROR is our own fault.
-# CANCELLED is left alone: someone stopped it on purpose.
-FAILED_STATUSES = (CertificationStatus.FAILED.value, CertificationStatus.ERROR.value)
+# An unavailable deployment ends FAILED (badge UNAVAILABLE); ERROR is our own fault and
+# INCOMPLETE ran out of time: both are tried again too. CANCELLED is left alone: someone
+# stopped it on purpose.
+FAILED_STATUSES = (
+    CertificationStatus.FAILED.value,
+    CertificationStatus.ERROR.value,
+    CertificationStatus.INCOMPLETE.value,
+)
 # Bounds the lists in the tick's log line; the counts are always complete.
 LOGGED_TARGETS = 50
 
@@ -231,40 +243,70 @@ def recertify_due(
 
 # --- the DBOS schedule --------------------------------------------------------------
 
-_enqueuer: Enqueuer | None = None
+
+@DBOS.dbos_class(SCHEDULER_CLASS)
+class RecertifyScheduler(DBOSConfiguredInstance):
+    """A worker's re-certification duty: what one tick does, with the worker's database,
+    settings and enqueuer."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        settings: Settings,
+        enqueuer: Enqueuer,
+        executor_id: str,
+    ) -> None:
+        self.factory = factory
+        self.settings = settings
+        self.enqueuer = enqueuer
+        self.executor_id = executor_id
+        super().__init__(config_name=SCHEDULER_INSTANCE)
+
+    @DBOS.workflow(name="recertify_run")
+    async def run(self, scheduled_at: str) -> dict[str, Any]:
+        return await self.enqueue_due(scheduled_at)
+
+    @DBOS.step(name="enqueue_due", retries_allowed=True, max_attempts=3)
+    async def enqueue_due(self, scheduled_at: str) -> dict[str, Any]:
+        """One tick's work; its summary is what DBOS checkpoints."""
+        if not self.settings.recertify_enabled:
+            log_event("recertify_tick", scheduled_at=scheduled_at, skipped="schedule is off")
+            return {"skipped": True}
+        report = await asyncio.to_thread(recertify_due, self.factory, self.settings, self.enqueuer)
+        fields = report.log_fields()
+        log_event(
+            "recertify_tick", scheduled_at=scheduled_at, executor_id=self.executor_id, **fields
+        )
+        return fields
 
 
-@DBOS.step(name="enqueue_due", retries_allowed=True, max_attempts=3)
-def recertify_step(scheduled_at: str) -> dict[str, Any]:
-    """One tick's work; its summary is what DBOS checkpoints."""
-    ctx = runtime()
-    if not ctx.settings.recertify_enabled or _enqueuer is None:
-        log_event("recertify_tick", scheduled_at=scheduled_at, skipped="schedule is off")
-        return {"skipped": True}
-    report = recertify_due(ctx.factory, ctx.settings, _enqueuer)
-    fields = report.log_fields()
-    log_event("recertify_tick", scheduled_at=scheduled_at, executor_id=ctx.executor_id, **fields)
-    return fields
+def _scheduler_options() -> EnqueueOptions:
+    return {
+        "workflow_name": "recertify_run",
+        "class_name": SCHEDULER_CLASS,
+        "instance_name": SCHEDULER_INSTANCE,
+        "queue_name": SCHEDULE_QUEUE,
+        "app_version": APP_VERSION,
+    }
 
 
 @DBOS.workflow(name=TICK_WORKFLOW_NAME)
 def recertify_tick(scheduled_at: datetime, context: Any) -> None:
-    """The scheduled workflow: DBOS passes the tick's time and the schedule's context."""
+    """The scheduled workflow: DBOS passes the tick's time and the schedule's context.
+    Its child (one per tick, its id derived from the tick's) does the work."""
     del context
-    recertify_step(scheduled_at.isoformat())
+    DBOS.enqueue_workflow_with_options(_scheduler_options(), scheduled_at.isoformat())
 
 
-def install_schedule(engine: Engine, settings: Settings) -> None:
+def install_schedule(settings: Settings) -> None:
     """After DBOS.launch(): make the stored schedule match MODELCERT_RECERTIFY_SCHEDULE.
 
     Every worker calls this; give them all the same setting (the last one started wins)."""
-    global _enqueuer
     if not settings.recertify_enabled:
         # The schedule is stored in the database: leaving it would keep it firing.
         DBOS.delete_schedule(SCHEDULE_NAME)
         log_event("recertify_schedule", schedule="off")
         return
-    _enqueuer = Enqueuer(engine, settings)
     current = DBOS.get_schedule(SCHEDULE_NAME)
     if (
         current is None

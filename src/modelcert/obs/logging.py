@@ -16,9 +16,9 @@ WORKER_EVENTS = frozenset({"active", "completed", "failed", "stalled", "error"})
 
 
 def configure_logging(*, json_lines: bool, level: str = "INFO") -> None:
-    """Configure structlog (and the stdlib root logger) once per process."""
+    """Configure structlog and the stdlib root logger (again: the last call wins)."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
+    logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s", force=True)
     renderer: Any = (
         structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
     )

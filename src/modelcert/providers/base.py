@@ -41,6 +41,8 @@ class ChatRequest:
     # Ask for a JSON answer matching this schema (response_format / structured output).
     json_schema: Mapping[str, Any] | None = None
     stream: bool = True
+    # How long the caller will wait for this call; a provider may use it to bound its own I/O.
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class DiscoveredModel:
 
 
 @runtime_checkable
-class Provider(Protocol):
+class ProviderClient(Protocol):
     """One provider connection. `simulated` is True for anything that is not a real endpoint."""
 
     kind: str

@@ -5,12 +5,25 @@ blocks; streams are read by `bedrock_stream.StreamPump`. botocore's own retries 
 off (one attempt): the certification runner decides about retries from the classified
 error. Credentials come from the standard AWS chain through a boto3 Session; the
 provider configuration never holds secrets.
+
+A call the caller has given up on (``asyncio.timeout`` around it) must not keep its
+connection and thread until botocore's read timeout. Once a stream has started,
+`StreamPump.cancel()` shuts its socket down; but while botocore still waits for the
+response headers, the connection is private to urllib3 and nothing can interrupt the
+blocked read from outside. So the bound is set up front: when `ChatRequest.timeout_s`
+says how long the caller will wait, the call goes through a client whose connect and
+read timeouts are just above that (see `transport_timeout`). botocore fixes timeouts
+per client, hence one client per (region, timeout); rounding the timeout to a coarse
+step and capping it at the configured read timeout keeps those few (the runner uses a
+handful of per-test timeouts). Only public botocore configuration is used, and it
+bounds every phase alike: connecting, waiting for the headers, each read of a stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,7 +47,8 @@ from modelcert.providers.bedrock_events import (
     response_events,
     to_provider_error,
 )
-from modelcert.providers.bedrock_stream import EventStreamLike, StreamPump
+from modelcert.providers.bedrock_families import GEO_PREFIXES
+from modelcert.providers.bedrock_stream import EventStreamLike, StreamCancelled, StreamPump
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock import BedrockClient
@@ -42,10 +56,14 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-# Prefixes of inference-profile ids; an id that has one is already resolved.
-_GEO_PREFIXES = ("us.", "us-gov.", "eu.", "apac.", "jp.", "au.", "ca.", "global.")
 # How concurrently discovery probes GetFoundationModelAvailability (one call per model).
 _AVAILABILITY_CONCURRENCY = 8
+# A transport timeout exceeds the caller's by at least this much, so that the caller's
+# own timeout is what normally fires and the transport's only reclaims the socket after.
+_TIMEOUT_MARGIN_S = 0.25
+# ... and is rounded up to a multiple of this, so that callers whose timeouts differ by a
+# few milliseconds share a client; it keeps the transport within 0.5 s of the caller.
+_TIMEOUT_STEP_S = 0.25
 
 
 def resolve_model_id(model_id: str, region: str, inference_type: InferenceType) -> str:
@@ -56,7 +74,7 @@ def resolve_model_id(model_id: str, region: str, inference_type: InferenceType) 
     """
     if inference_type is not InferenceType.INFERENCE_PROFILE or model_id.startswith("arn:"):
         return model_id
-    if model_id.startswith(_GEO_PREFIXES):
+    if model_id.startswith(GEO_PREFIXES):
         return model_id
     if region.startswith("us-gov-"):
         return f"us-gov.{model_id}"
@@ -67,6 +85,21 @@ def resolve_model_id(model_id: str, region: str, inference_type: InferenceType) 
     if region.startswith("ap-"):
         return f"apac.{model_id}"
     return model_id
+
+
+def transport_timeout(timeout_s: float | None, read_timeout: float) -> float | None:
+    """The connect/read timeout for a call the caller waits `timeout_s` for.
+
+    None means the provider's configured timeouts (no caller timeout, or one at least as
+    long as the configured read timeout). A socket read counts toward the whole call, so
+    one that waits longer than `timeout_s` belongs to a call the caller has already
+    abandoned: the shorter timeout never cuts short a call that someone still awaits.
+    """
+    if timeout_s is None:
+        return None
+    steps = math.ceil((max(timeout_s, 0.0) + _TIMEOUT_MARGIN_S) / _TIMEOUT_STEP_S)
+    bounded = steps * _TIMEOUT_STEP_S
+    return None if bounded >= read_timeout else bounded
 
 
 def _entitled(availability: Mapping[str, Any]) -> bool:
@@ -82,8 +115,13 @@ def _inference_types(values: Sequence[str]) -> tuple[InferenceType, ...]:
     return tuple(InferenceType(value) for value in values if value in known)
 
 
+class _Abandoned(Exception):
+    """The caller gave up before the request was sent; nobody receives this."""
+
+
 class BedrockProvider:
-    """Talks to Bedrock in the target's region; one cached client per (service, region)."""
+    """Talks to Bedrock in the target's region; clients are cached per service and region
+    (runtime clients also per transport timeout, see `transport_timeout`)."""
 
     kind = "bedrock"
     simulated = False
@@ -98,6 +136,8 @@ class BedrockProvider:
     ) -> None:
         self._endpoint_url = endpoint_url
         self._profile_name = profile_name
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._config = Config(
             # One attempt in total: botocore's `max_attempts` counts *retries* (1 would
             # mean two calls), `total_max_attempts` counts calls. The runner retries.
@@ -109,7 +149,8 @@ class BedrockProvider:
         # clients are, so clients are created once under the lock and then shared.
         self._lock = threading.Lock()
         self._session: boto3.Session | None = None
-        self._runtime_clients: dict[str, BedrockRuntimeClient] = {}
+        # Keyed by (region, transport timeout); None is the configured timeouts.
+        self._runtime_clients: dict[tuple[str, float | None], BedrockRuntimeClient] = {}
         self._control_clients: dict[str, BedrockClient] = {}
         self._pumps: set[StreamPump] = set()
 
@@ -134,17 +175,27 @@ class BedrockProvider:
             self._session = boto3.Session(profile_name=self._profile_name)
         return self._session
 
-    def _runtime(self, region: str) -> BedrockRuntimeClient:
+    def _runtime(self, region: str, transport_s: float | None = None) -> BedrockRuntimeClient:
+        """The client for `region` whose timeouts are `transport_s` (None: configured)."""
+        key = (region, transport_s)
         with self._lock:
-            client = self._runtime_clients.get(region)
+            client = self._runtime_clients.get(key)
             if client is None:
+                config = self._config
+                if transport_s is not None:
+                    config = config.merge(
+                        Config(
+                            connect_timeout=min(self._connect_timeout, transport_s),
+                            read_timeout=transport_s,
+                        )
+                    )
                 client = self._boto_session().client(
                     "bedrock-runtime",
                     region_name=region,
                     endpoint_url=self._endpoint_url,
-                    config=self._config,
+                    config=config,
                 )
-                self._runtime_clients[region] = client
+                self._runtime_clients[key] = client
             return client
 
     def _control(self, region: str) -> BedrockClient:
@@ -183,22 +234,47 @@ class BedrockProvider:
             )
         model_id = resolve_model_id(target.model_id, region, target.inference_type)
         kwargs = build_converse_kwargs(model_id, request)
+        transport_s = transport_timeout(request.timeout_s, self._read_timeout)
         if not request.stream:
-            # Cancelling this await leaves the thread to finish on its own; the client's
-            # read_timeout bounds how long that can take.
-            response = await self._in_thread(lambda: self._runtime(region).converse(**kwargs))
+            response = await self._converse(region, transport_s, kwargs)
             for event in response_events(response):
                 yield event
             return
         # aclosing: when this generator is closed at a yield, the inner one (which owns
         # the reader thread) is closed now rather than whenever it is garbage-collected.
-        async with contextlib.aclosing(self._stream(region, kwargs)) as events:
+        async with contextlib.aclosing(self._stream(region, transport_s, kwargs)) as events:
             async for event in events:
                 yield event
 
-    async def _stream(self, region: str, kwargs: dict[str, Any]) -> AsyncGenerator[ChatEvent, None]:
+    async def _converse(
+        self, region: str, transport_s: float | None, kwargs: dict[str, Any]
+    ) -> Mapping[str, Any]:
+        # Cancelling the await leaves the thread to finish on its own; the client's read
+        # timeout (derived from the caller's, when given) bounds how long that can take.
+        abandoned = threading.Event()
+
+        def call() -> Mapping[str, Any]:
+            client = self._runtime(region, transport_s)  # may take a while: loads JSON models
+            if abandoned.is_set():
+                # Sending now would hold a connection for an answer nobody waits for.
+                raise _Abandoned
+            return client.converse(**kwargs)
+
+        try:
+            return await self._in_thread(call)
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
+
+    async def _stream(
+        self, region: str, transport_s: float | None, kwargs: dict[str, Any]
+    ) -> AsyncGenerator[ChatEvent, None]:
         def open_stream() -> EventStreamLike:
-            return self._runtime(region).converse_stream(**kwargs)["stream"]
+            client = self._runtime(region, transport_s)
+            if pump.cancelled:
+                # As in _converse: do not send a request that nobody waits for any more.
+                raise StreamCancelled("the Bedrock stream was cancelled before it was sent")
+            return client.converse_stream(**kwargs)["stream"]
 
         pump = StreamPump(asyncio.get_running_loop(), open_stream)
         self._pumps.add(pump)

@@ -11,6 +11,9 @@ read at once; the thread then sees the cancel flag, closes the EventStream and e
 Closing the EventStream directly from the loop thread is not enough: the close waits
 for the buffered reader's lock, which the reading thread holds until its read returns
 (i.e. until the read timeout), and it would block the event loop meanwhile.
+Before the response headers have arrived there is no EventStream to shut down yet: the
+thread then ends at the client's read timeout, which the provider derives from the
+caller's own timeout (see `bedrock.transport_timeout`).
 """
 
 from __future__ import annotations
@@ -93,6 +96,11 @@ class StreamPump:
 
     def start(self) -> None:
         self.thread.start()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether cancel() was called (readable from any thread)."""
+        return self._cancelled
 
     async def next(self) -> Mapping[str, Any] | None:
         """The next raw event, None at the end; re-raises the reader's exception."""

@@ -57,7 +57,7 @@ class _CreateArgs(TypedDict):
 
 
 class OpenAIProvider:
-    """A Provider for one OpenAI-compatible endpoint; one lazily created client per instance."""
+    """A ProviderClient for one OpenAI-compatible endpoint; one client, created lazily."""
 
     kind = "openai"
     simulated = False

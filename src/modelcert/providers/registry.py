@@ -1,18 +1,18 @@
-"""Builds provider connections from catalog rows, one per provider per process."""
+"""Builds provider clients from catalog rows, one per provider per process."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
+from modelcert.domain import PROVIDER_KINDS
 from modelcert.errors import UserError
-from modelcert.providers.base import Provider
-
-PROVIDER_KINDS = ("sim", "bedrock", "openai", "azure-openai")
+from modelcert.providers.base import ProviderClient
 
 
-def build_provider(kind: str, config: Mapping[str, Any]) -> Provider:
-    """A provider connection of this kind; vendor SDKs are imported only when used."""
+def build_provider(kind: str, config: Mapping[str, Any]) -> ProviderClient:
+    """A provider client of this kind; vendor SDKs are imported only when used."""
     if kind == "sim":
         from modelcert.providers.sim import SimProvider
 
@@ -31,17 +31,24 @@ def build_provider(kind: str, config: Mapping[str, Any]) -> Provider:
 
 
 class ProviderPool:
-    """Keeps one connection per provider slug, so clients (and their caches) are reused."""
+    """Keeps one client per provider slug, so clients (and their caches) are reused.
+
+    Safe to call from several threads: two certifications starting at once (each planning
+    in a thread) get the same client."""
 
     def __init__(self) -> None:
-        self._providers: dict[str, Provider] = {}
+        self._providers: dict[str, ProviderClient] = {}
+        self._lock = threading.Lock()
 
-    def get(self, slug: str, kind: str, config: Mapping[str, Any]) -> Provider:
-        if slug not in self._providers:
-            self._providers[slug] = build_provider(kind, config)
-        return self._providers[slug]
+    def get(self, slug: str, kind: str, config: Mapping[str, Any]) -> ProviderClient:
+        with self._lock:
+            if slug not in self._providers:
+                self._providers[slug] = build_provider(kind, config)
+            return self._providers[slug]
 
     async def aclose(self) -> None:
-        for provider in self._providers.values():
+        with self._lock:
+            providers = list(self._providers.values())
+            self._providers.clear()
+        for provider in providers:
             await provider.aclose()
-        self._providers.clear()

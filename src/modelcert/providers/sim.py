@@ -3,7 +3,10 @@ and benchmarks. Every result it produces is labelled as simulation (`simulated =
 
 A deployment picks a behaviour profile with `options["profile"]` (or the part of its
 model id before ":"); `options` may also override `latency_ms`, `quota_rps`,
-`quota_burst`, `available_regions`, `error_rate_429`, `error_rate_5xx`, `retry_after_s`.
+`quota_burst`, `available_regions`, `error_rate_429`, `error_rate_5xx`, `retry_after_s`,
+and list the optional request features the simulated model rejects with a validation
+error, as a real endpoint without them does: `unsupported` (any of `tools`,
+`json_output`, `stop_sequences`, `sampling`).
 
 The quota is a token bucket, as providers' quotas are: `quota_rps` calls a second on
 average, up to `quota_burst` at once (default: one second's worth); beyond it, 429 with a
@@ -94,6 +97,7 @@ class SimProfile:
     quota_key: str | None = None  # deployments naming the same key share a quota
     quota_dir: str | None = None  # where "host" quotas keep their files
     available_regions: tuple[str, ...] | None = None  # None: every region
+    unsupported: frozenset[str] = frozenset()  # request features rejected with a 400
     always_error: SimError | None = None
     empty: bool = False
     break_stream: bool = False
@@ -151,6 +155,17 @@ def profile_for(target: Target) -> SimProfile:
             changes[key] = float(options[key])
     if "available_regions" in options:
         changes["available_regions"] = tuple(options["available_regions"])
+    if "unsupported" in options:
+        unknown = set(options["unsupported"]) - set(SIM_FEATURES)
+        if unknown:
+            raise ProviderError(
+                f"unsupported: unknown feature {sorted(unknown)[0]!r} "
+                f"(known: {', '.join(SIM_FEATURES)})",
+                status=400,
+                code="ValidationException",
+                provider="sim",
+            )
+        changes["unsupported"] = frozenset(options["unsupported"])
     for key in ("quota_key", "quota_dir"):
         if key in options:
             changes[key] = str(options[key])
@@ -168,6 +183,21 @@ def profile_for(target: Target) -> SimProfile:
 
 
 QUOTA_SCOPES = ("process", "host")
+SIM_FEATURES = ("tools", "json_output", "stop_sequences", "sampling")
+
+
+def features_used(request: ChatRequest) -> list[str]:
+    """The optional features a request uses beyond a basic chat call."""
+    used = []
+    if request.tools:
+        used.append("tools")
+    if request.json_schema is not None:
+        used.append("json_output")
+    if request.stop:
+        used.append("stop_sequences")
+    if request.temperature is not None or request.top_p is not None:
+        used.append("sampling")
+    return used
 
 
 def take_token(
@@ -264,7 +294,7 @@ class SimProvider:
         profile = profile_for(target)
         rng = self._rng(target)
         latency_s = profile.latency.sample_ms(rng) / 1000
-        self._raise_configured_errors(profile, target, rng)
+        self._raise_configured_errors(profile, target, request, rng)
         if profile.hang:
             await asyncio.Event().wait()  # never answers; the caller's timeout cancels it
         reply = answer(request, rng.randrange(1_000))
@@ -302,11 +332,20 @@ class SimProvider:
         yield Stop(reply.stop_reason)
 
     def _raise_configured_errors(
-        self, profile: SimProfile, target: Target, rng: random.Random
+        self, profile: SimProfile, target: Target, request: ChatRequest, rng: random.Random
     ) -> None:
         if profile.always_error:
             err = profile.always_error
             raise ProviderError(err.message, status=err.status, code=err.code, provider="sim")
+        rejected = [f for f in features_used(request) if f in profile.unsupported]
+        if rejected:
+            raise ProviderError(
+                f"Malformed input request: {rejected[0]} is not supported by model "
+                f"{target.model_id}. (simulated)",
+                status=400,
+                code="ValidationException",
+                provider="sim",
+            )
         if profile.available_regions is not None and target.region not in profile.available_regions:
             raise ProviderError(
                 f"Model {target.model_id} is not available in region {target.region}. (simulated)",

@@ -1,14 +1,16 @@
-"""ORM model for API keys: who may call the HTTP API, and with which role.
+"""ORM models for access: API keys (who may call the HTTP API, with which role) and the
+dashboard sessions an API key is exchanged for.
 
 The plain key is never stored: only its first characters (to find the row and to show
-which key is which) and a hash of the whole key.
+which key is which) and a hash of the whole key. A session row keeps the SHA-256 of the
+browser's random token, never the token.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, String
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from modelcert.store.models import Base, utcnow
@@ -39,3 +41,15 @@ class ApiKey(Base):
     def __repr__(self) -> str:
         # Spelled out so that the hash never lands in a log line or a traceback.
         return f"ApiKey(name={self.name!r}, prefix={self.prefix!r}, role={self.role!r})"
+
+
+class DashboardSession(Base):
+    """A dashboard login: the browser holds the token, the row its hash and CSRF token."""
+
+    __tablename__ = "dashboard_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(Integer, ForeignKey("api_keys.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]

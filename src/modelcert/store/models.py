@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -20,9 +21,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+from modelcert.domain import CertificationStatus, InferenceType, JobStatus, Priority
 
 
 def utcnow() -> datetime:
@@ -102,7 +106,7 @@ class Deployment(Base):
     provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id", ondelete="CASCADE"))
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     provider_model_id: Mapped[str] = mapped_column(String(300))
-    inference_type: Mapped[str] = mapped_column(String(32), default="ON_DEMAND")
+    inference_type: Mapped[str] = mapped_column(String(32), default=InferenceType.ON_DEMAND.value)
     cost_input_per_mtok: Mapped[float | None] = mapped_column(Float)
     cost_output_per_mtok: Mapped[float | None] = mapped_column(Float)
     # Free-form per-deployment options (sim profile, test timeout, retry base…).
@@ -119,10 +123,10 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
     kind: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="QUEUED")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
     # What was asked: {"deployments": [ids], "regions": [...], ...}
     scope: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    priority: Mapped[str] = mapped_column(String(8), default="normal")
+    priority: Mapped[str] = mapped_column(String(8), default=Priority.NORMAL.value)
     created_by: Mapped[str | None] = mapped_column(String(200))
     total: Mapped[int] = mapped_column(Integer, default=0)
     processed: Mapped[int] = mapped_column(Integer, default=0)
@@ -136,7 +140,7 @@ class Job(Base):
 class _VerdictColumns:
     """Summary columns shared by a certification and each of its runs."""
 
-    status: Mapped[str] = mapped_column(String(20), default="PENDING")
+    status: Mapped[str] = mapped_column(String(20), default=CertificationStatus.PENDING.value)
     score: Mapped[int | None] = mapped_column(Integer)
     rating: Mapped[float | None] = mapped_column(Float)
     badge: Mapped[str | None] = mapped_column(String(20))
@@ -180,12 +184,20 @@ class Certification(_VerdictColumns, Base):
     deployment: Mapped[Deployment] = relationship(lazy="joined")
 
     def is_valid(self, now: datetime) -> bool:
-        """Valid while the last verdict was CERTIFIED or QUALITY_WARNING and has not expired.
+        """THE validity rule (in SQL: `valid_clause`, next to it; use no other).
 
-        `expires_at` is set by a valid verdict and cleared by an invalid one, so it alone
-        says so: a renewal that is QUEUED or RUNNING (or was cancelled) leaves the verdict
-        it renews valid until it expires."""
+        Valid while the last verdict on the model was CERTIFIED or QUALITY_WARNING and has
+        not expired. `expires_at` is set by a valid verdict and cleared by an invalid one,
+        so it alone says so: a renewal that is QUEUED, RUNNING, INCOMPLETE, ERROR or was
+        cancelled says nothing about the model and leaves the verdict it renews valid until
+        that expires."""
         return self.expires_at is not None and self.expires_at > now
+
+    @classmethod
+    def valid_clause(cls, now: datetime) -> ColumnElement[bool]:
+        """`is_valid` in SQL: `select(Certification).where(Certification.valid_clause(now))`."""
+        # The IS NOT NULL makes `not_(valid_clause(now))` true for a NULL expires_at too.
+        return and_(cls.expires_at.is_not(None), cls.expires_at > now)
 
 
 class CertificationRun(_VerdictColumns, Base):

@@ -1,4 +1,5 @@
-"""Worker liveness: each worker's heartbeat row, and the lease that elects the reaper."""
+"""The workers' tables: each worker's heartbeat row, the lease that elects the reaper, and
+the regions an operator paused."""
 
 from __future__ import annotations
 
@@ -36,3 +37,13 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime]
+
+
+class RegionPause(Base):
+    """A region whose queue an operator paused: nothing new starts there until resumed."""
+
+    __tablename__ = "region_pauses"
+
+    region: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paused_by: Mapped[str | None] = mapped_column(String(200))
+    paused_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from modelcert.certify.throttle import QuotaKey
 from modelcert.obs import metrics
 from modelcert.settings import get_settings
 
@@ -46,9 +47,9 @@ class WorkerState:
     last_queue_poll: float | None  # time.time() the queue loop last polled
     in_flight: dict[str, dict[str, Any]] = field(default_factory=dict)
     shutting_down: bool = False
-    # (provider, region) -> call starts per second the throttle gate paces at, None when
-    # not paced (certify/throttle.py): what a 429-limited provider currently allows.
-    pacing: Callable[[], dict[tuple[str, str], float | None]] | None = None
+    # provider quota -> call starts per second its throttle gate paces at, None when not
+    # paced (certify/throttle.py): what a 429-limited quota currently allows.
+    pacing: Callable[[], dict[QuotaKey, float | None]] | None = None
 
 
 def database_check(engine: Engine) -> DbCheck:
@@ -139,11 +140,16 @@ def _freshness(now: float, last: float | None, started: float, stale_s: float) -
 
 
 def _throttled(state: WorkerState) -> list[dict[str, Any]]:
-    """The (provider, region) pairs this worker paces after 429s, with their rate."""
+    """The provider quotas this worker paces after 429s, with their rate."""
     rates = state.pacing() if state.pacing is not None else {}
     return [
-        {"provider": provider, "region": region, "calls_per_s": round(rate, 2)}
-        for (provider, region), rate in sorted(rates.items())
+        {
+            "provider": key.provider,
+            "region": key.region,
+            "quota": key.quota,
+            "calls_per_s": round(rate, 2),
+        }
+        for key, rate in sorted(rates.items())
         if rate is not None
     ]
 

@@ -1,5 +1,12 @@
-"""`modelcert worker`: a dedicated process that runs certifications from the region
-queues it serves, reports its health, and shuts down gracefully on SIGTERM / SIGINT."""
+"""`modelcert worker`: runs certifications from the region queues it serves, reports its
+health, and shuts down gracefully on SIGTERM / SIGINT.
+
+The worker wires everything a certification needs, explicitly: the store, the engine
+(with its provider pool, throttle gates, in-flight registry and timing), the DBOS
+adapter that makes the engine durable (`CertificationWorkflow`) and the re-certification
+duty (`RecertifyScheduler`), then launches DBOS. The same class runs inside a test
+process (`Worker.drain()` waits until the queue is empty), as arq's burst mode does.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +14,34 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from types import FrameType
+from types import FrameType, TracebackType
 
 from dbos import DBOS
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from modelcert.certify.engine import CertificationEngine, InFlight, Timing
 from modelcert.domain import DEFAULT_REGIONS
 from modelcert.jobs.control import region_queue_options
-from modelcert.jobs.engine import dbos_config, default_executor_id, queue_name
+from modelcert.jobs.enqueue import Enqueuer
+from modelcert.jobs.queue_stats import queue_counts
+from modelcert.jobs.queues import (
+    SCHEDULE_QUEUE,
+    WORKFLOW_NAME,
+    dbos_config,
+    dbos_table,
+    default_executor_id,
+    forget_instances,
+    queue_name,
+)
 from modelcert.jobs.reaper import mark_stopped, reap, write_heartbeat
-from modelcert.jobs.runtime import WorkerRuntime, configure_runtime
-from modelcert.jobs.stats import queue_counts
+from modelcert.jobs.schedule import TICK_WORKFLOW_NAME, RecertifyScheduler, install_schedule
+from modelcert.jobs.workflows import CertificationWorkflow
 from modelcert.obs import metrics
 from modelcert.obs.logging import configure_logging, log_event
 from modelcert.settings import Settings
 from modelcert.store import db, repo
 from modelcert.store.db import transaction
+from modelcert.store.runs import RunStore
 from modelcert.worker.health import HealthServer, WorkerState, database_check
 
 HEARTBEAT_INTERVAL_S = 2.0
@@ -40,7 +59,7 @@ def served_regions(engine: Engine, requested: Sequence[str]) -> tuple[str, ...]:
 
 
 class Worker:
-    """One worker process: DBOS executor + health server + heartbeat."""
+    """One worker: DBOS executor + health server + heartbeat (+ reaper when elected)."""
 
     def __init__(
         self,
@@ -49,15 +68,20 @@ class Worker:
         regions: Sequence[str] = (),
         executor_id: str | None = None,
         health_port: int | None = None,
+        timing: Timing | None = None,
     ) -> None:
         self.settings = settings
         self.engine = db.make_engine(settings.database_url)
         db.upgrade(self.engine)
+        self.factory = db.make_session_factory(self.engine)
         self.regions = served_regions(self.engine, regions)
         self.executor_id = executor_id or settings.executor_id or default_executor_id()
-        self.runtime = WorkerRuntime(
-            factory=db.make_session_factory(self.engine),
-            settings=settings,
+        self.in_flight = InFlight(limit=settings.certification_concurrency)
+        self.certifier = CertificationEngine(
+            RunStore(self.factory),
+            settings,
+            in_flight=self.in_flight,
+            timing=timing,
             executor_id=self.executor_id,
         )
         self.state = WorkerState(
@@ -67,8 +91,8 @@ class Worker:
             started_at=time.time(),
             last_heartbeat=None,
             last_queue_poll=None,
-            in_flight=self.runtime.in_flight,
-            pacing=self.runtime.gates.rates,
+            in_flight=self.in_flight.current,
+            pacing=self.certifier.gates.rates,
         )
         self.health = HealthServer(
             self.state,
@@ -77,27 +101,37 @@ class Worker:
             port=settings.worker_health_port if health_port is None else health_port,
         )
         self._stop = threading.Event()
+        self._enqueuer: Enqueuer | None = None
+        self._instances: tuple[object, ...] = ()
+        self._heartbeat: threading.Thread | None = None
 
     def _queue_names(self) -> list[str]:
         return [queue_name(self.settings, region) for region in self.regions]
 
     def start(self) -> None:
-        configure_runtime(self.runtime)
-        import modelcert.jobs.workflows  # noqa: F401  (registers the workflow with DBOS)
-        from modelcert.jobs.schedule import install_schedule  # registers the tick workflow
-
+        """Launch DBOS (which resumes this executor's unfinished work), then serve."""
+        self._enqueuer = Enqueuer(self.engine, self.settings)
         DBOS(config=dbos_config(self.settings, self.engine, self.executor_id))  # type: ignore[arg-type]
-        DBOS.listen_queues(self._queue_names())
-        DBOS.launch()  # also resumes this executor's unfinished workflows
+        # Configured instances are registered before the launch, so that recovery finds them.
+        self._instances = (
+            CertificationWorkflow(self.certifier),
+            RecertifyScheduler(self.factory, self.settings, self._enqueuer, self.executor_id),
+        )
+        DBOS.listen_queues([*self._queue_names(), SCHEDULE_QUEUE])
+        DBOS.launch()
         for region in self.regions:
             # A paused region stays paused across restarts (modelcert.jobs.control).
             options = region_queue_options(self.engine, self.settings, region)
             DBOS.register_queue(
                 queue_name(self.settings, region), on_conflict="always_update", **options
             )
-        install_schedule(self.engine, self.settings)
+        DBOS.register_queue(SCHEDULE_QUEUE, global_concurrency=1, on_conflict="always_update")
+        install_schedule(self.settings)
         self.health.start()
-        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        self._heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name="heartbeat", daemon=True
+        )
+        self._heartbeat.start()
         metrics.set_worker_up()
         log_event(
             "worker_started",
@@ -107,20 +141,83 @@ class Worker:
             health_port=self.health.port,
         )
 
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop dequeuing; in-flight work gets `grace_s` (SHUTDOWN_GRACE_S) to finish, and
+        whatever is left resumes when this executor id starts again."""
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        self.state.shutting_down = True
+        self._stop.set()
+        log_event(
+            "worker_stopping",
+            executor_id=self.executor_id,
+            in_flight=len(self.in_flight),
+            grace_s=grace,
+        )
+        DBOS.destroy(workflow_completion_timeout_sec=int(grace))
+        forget_instances(*self._instances)
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=HEARTBEAT_INTERVAL_S + 5)
+        unfinished = len(self.in_flight)
+        with transaction(self.factory) as session:
+            # A clean stop is not a death: the reaper leaves this executor's work alone
+            # (whatever did not finish in the grace period resumes when it restarts).
+            mark_stopped(session, self.executor_id, f"stopped; {unfinished} unfinished")
+        if self._enqueuer is not None:
+            self._enqueuer.close()
+        self.health.stop()
+        self.engine.dispose()
+        log_event("worker_stopped", executor_id=self.executor_id)
+
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(grace_s=0 if exc is not None else None)
+
+    def pending_work(self) -> int:
+        """Certifications (and re-certification runs) queued or running, in the database."""
+        table = dbos_table(self.engine.dialect.name, "workflow_status")
+        with self.engine.connect() as connection:
+            count = connection.execute(
+                text(
+                    f"SELECT COUNT(*) FROM {table} WHERE name IN (:certify, :tick, :run) "
+                    "AND status IN ('ENQUEUED', 'PENDING', 'DELAYED')"
+                ),
+                {"certify": WORKFLOW_NAME, "tick": TICK_WORKFLOW_NAME, "run": "recertify_run"},
+            ).scalar_one()
+        return int(count)
+
+    def drain(self, timeout_s: float = 120.0, poll_s: float = 0.05) -> None:
+        """Block until nothing is queued or running (for tests and scripts: burst mode)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.pending_work() == 0 and len(self.in_flight) == 0:
+                return
+            time.sleep(poll_s)
+        raise TimeoutError(
+            f"worker {self.executor_id}: work still pending after {timeout_s:g} s "
+            f"({self.pending_work()} queued or running)"
+        )
+
     def _heartbeat_loop(self) -> None:
         queues = {f"queue-worker-{name}" for name in self._queue_names()}
-        factory = self.runtime.factory
         last_reap = 0.0
         last_counts = 0.0
         while not self._stop.is_set():
             try:
-                with transaction(factory) as session:
+                with transaction(self.factory) as session:
                     write_heartbeat(
                         session,
                         self.executor_id,
                         self.regions,
                         self.settings.certification_concurrency,
-                        len(self.runtime.in_flight),
+                        len(self.in_flight),
                     )
                 self.state.last_heartbeat = time.time()
             except Exception as exc:  # the database is down: /health will say so
@@ -134,7 +231,7 @@ class Worker:
             if time.monotonic() - last_reap >= self.settings.worker_dead_after_s / 4:
                 last_reap = time.monotonic()
                 try:
-                    reap(factory, self.executor_id, self.settings.worker_dead_after_s)
+                    reap(self.factory, self.executor_id, self.settings.worker_dead_after_s)
                 except Exception as exc:
                     log_event("error", where="reaper", error=f"{type(exc).__name__}: {exc}")
             self._stop.wait(HEARTBEAT_INTERVAL_S)
@@ -142,7 +239,7 @@ class Worker:
     def _publish_queue_counts(self) -> None:
         """`modelcert_queue_jobs{region,state}`: the same queue-wide numbers on every worker."""
         try:
-            with transaction(self.runtime.factory) as session:
+            with transaction(self.factory) as session:
                 metrics.set_queue_counts(queue_counts(session, self.settings))
         except Exception as exc:
             log_event("error", where="queue counts", error=f"{type(exc).__name__}: {exc}")
@@ -157,22 +254,7 @@ class Worker:
         signal.signal(signal.SIGINT, self.request_stop)
         self.start()
         self._stop.wait()
-        log_event(
-            "worker_stopping",
-            executor_id=self.executor_id,
-            in_flight=len(self.runtime.in_flight),
-            grace_s=self.settings.shutdown_grace_s,
-        )
-        # DBOS stops dequeuing and waits for running workflows up to the grace period;
-        # whatever is still unfinished resumes when this executor id starts again.
-        DBOS.destroy(workflow_completion_timeout_sec=int(self.settings.shutdown_grace_s))
-        unfinished = len(self.runtime.in_flight)
-        with transaction(self.runtime.factory) as session:
-            # A clean stop is not a death: the reaper leaves this executor's work alone
-            # (whatever did not finish in the grace period resumes when it restarts).
-            mark_stopped(session, self.executor_id, f"stopped; {unfinished} unfinished")
-        self.health.stop()
-        log_event("worker_stopped", executor_id=self.executor_id)
+        self.stop()
 
 
 def run_worker(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from modelcert.api import queries
 from modelcert.jobs.control import paused_regions
-from modelcert.jobs.stats import queue_stats
+from modelcert.jobs.queue_stats import queue_stats
 from modelcert.settings import Settings
 from modelcert.store.models import (
     Certification,

@@ -18,7 +18,7 @@ from modelcert.api.routes.certification_reads import SettingsDep
 from modelcert.domain import CertificationStatus, JobStatus
 from modelcert.errors import UserError
 from modelcert.jobs.control import paused_regions
-from modelcert.jobs.status import job_summary
+from modelcert.jobs.job_summary import job_summary
 from modelcert.store.models import utcnow
 
 router = APIRouter()

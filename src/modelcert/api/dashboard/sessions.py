@@ -11,27 +11,17 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from sqlalchemy import ForeignKey, Integer, String, delete, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
-from modelcert.auth import Role, authenticate, key_role
-from modelcert.store.auth_models import ApiKey
-from modelcert.store.models import Base, utcnow
+from modelcert.store.api_keys import Role, authenticate, key_role
+from modelcert.store.auth_models import ApiKey, DashboardSession
+from modelcert.store.models import utcnow
 
 COOKIE_NAME = "modelcert_session"
 SESSION_LIFETIME = timedelta(hours=12)
-
-
-class DashboardSession(Base):
-    __tablename__ = "dashboard_sessions"
-
-    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    api_key_id: Mapped[int] = mapped_column(Integer, ForeignKey("api_keys.id", ondelete="CASCADE"))
-    csrf_token: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    expires_at: Mapped[datetime]
 
 
 @dataclass(frozen=True)

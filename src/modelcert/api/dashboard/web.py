@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from modelcert.api.dashboard.sessions import COOKIE_NAME, Login, current_login
 from modelcert.api.deps import SessionDep
-from modelcert.auth import Role
+from modelcert.store.api_keys import Role
 from modelcert.store.models import utcnow
 
 PREFIX = "/dashboard"

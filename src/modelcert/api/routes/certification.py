@@ -38,7 +38,7 @@ from modelcert.domain import JobKind, Priority
 from modelcert.errors import NotFoundError, UserError
 from modelcert.jobs.cancel import cancel_job
 from modelcert.jobs.enqueue import Enqueuer, EnqueueResult, all_active_targets, recertify_targets
-from modelcert.jobs.status import job_summary
+from modelcert.jobs.job_summary import job_summary
 from modelcert.store.auth_models import ApiKey
 
 router = APIRouter(prefix="/api/certification-queue", tags=["certification"])

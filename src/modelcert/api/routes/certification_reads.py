@@ -21,7 +21,7 @@ from modelcert.api.schemas import (
     StatsOut,
 )
 from modelcert.domain import CertificationStatus
-from modelcert.jobs.stats import queue_stats
+from modelcert.jobs.queue_stats import queue_stats
 from modelcert.settings import Settings
 from modelcert.store.models import utcnow
 

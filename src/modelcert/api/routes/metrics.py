@@ -23,12 +23,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, not_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.domain import CertificationStatus
-from modelcert.jobs.stats import queue_counts
+from modelcert.jobs.queue_stats import queue_counts
 from modelcert.settings import Settings
 from modelcert.store.models import Certification, utcnow
 from modelcert.store.worker_models import WorkerHeartbeat
@@ -40,7 +39,6 @@ router = APIRouter(tags=["system"])
 # (a certification is valid for 7 days, so "within 7d" is every valid one).
 EXPIRY_WINDOWS: dict[str, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
 WORKER_STATES = ("alive", "dead", "stopped")
-_VALID = (CertificationStatus.CERTIFIED.value, CertificationStatus.QUALITY_WARNING.value)
 
 
 def _families() -> dict[str, GaugeMetricFamily]:
@@ -150,24 +148,29 @@ class DatabaseCollector(Collector):
         ):
             verdicts.add_metric([region, status], count)
 
-        # One pass over the valid certifications counts every window and the expired ones.
+        # One pass counts every window and the expired ones, by the validity rule
+        # (Certification.valid_clause): a verdict that lapsed keeps its expires_at.
+        valid_now = Certification.valid_clause(now)
         windows = [
-            func.sum(case((Certification.expires_at <= now + span, 1), else_=0))
+            func.sum(
+                case((and_(valid_now, not_(Certification.valid_clause(now + span))), 1), else_=0)
+            )
             for span in EXPIRY_WINDOWS.values()
         ]
-        expired = func.sum(case((Certification.expires_at <= now, 1), else_=0))
-        for region, *counts in session.execute(
+        expired = func.sum(case((not_(valid_now), 1), else_=0))
+        for region, expired_count, *window_counts in session.execute(
             select(Certification.region, expired, *windows)
-            .where(Certification.status.in_(_VALID), Certification.expires_at.is_not(None))
+            .where(Certification.expires_at.is_not(None))
             .group_by(Certification.region)
             .order_by(Certification.region)
         ):
-            expired_count, *window_counts = (int(count or 0) for count in counts)
-            families["modelcert_certifications_expired"].add_metric([region], expired_count)
+            families["modelcert_certifications_expired"].add_metric(
+                [region], int(expired_count or 0)
+            )
             for within, count in zip(EXPIRY_WINDOWS, window_counts, strict=True):
-                # "Expiring" means still valid: the expired ones are counted apart.
+                # "Expiring" means still valid now: the expired ones are counted apart.
                 families["modelcert_certifications_expiring"].add_metric(
-                    [region, within], count - expired_count
+                    [region, within], int(count or 0)
                 )
 
 

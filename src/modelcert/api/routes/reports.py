@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
-from modelcert import reports
 from modelcert.api.deps import CurrentKey, SessionDep
 from modelcert.api.schemas import ErrorResponse
 from modelcert.errors import UserError
+from modelcert.reports import build as reports
+from modelcert.reports import formats
 from modelcert.store.models import utcnow
 
 router = APIRouter(prefix="/api/reports", tags=["reports"])
@@ -53,4 +54,4 @@ def current(
         if exc.field == "deployment":  # only the modelId filter names a deployment
             raise type(exc)(exc.message, field="modelId") from None
         raise
-    return Response(reports.render(report, fmt), media_type=reports.MEDIA_TYPES[fmt])
+    return Response(formats.render(report, fmt), media_type=formats.MEDIA_TYPES[fmt])

@@ -11,9 +11,9 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from modelcert import auth
 from modelcert.api.deps import AdminKey, CurrentKey, SessionDep
-from modelcert.auth import Role
+from modelcert.store import api_keys
+from modelcert.store.api_keys import Role
 from modelcert.store.auth_models import ApiKey
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class ApiKeyOut(BaseModel):
         return cls(
             name=key.name,
             prefix=key.prefix,
-            role=auth.key_role(key),
+            role=api_keys.key_role(key),
             created_at=key.created_at,
             last_used_at=key.last_used_at,
             revoked_at=key.revoked_at,
@@ -72,18 +72,18 @@ def health(session: SessionDep) -> Health | JSONResponse:
 @router.get("/whoami", response_model=Identity)
 def whoami(key: CurrentKey) -> Identity:
     """The name and role of the key making the request."""
-    return Identity(name=key.name, role=auth.key_role(key))
+    return Identity(name=key.name, role=api_keys.key_role(key))
 
 
 @router.get("/keys", response_model=list[ApiKeyOut])
 def list_keys(session: SessionDep, _admin: AdminKey, role: Role | None = None) -> list[ApiKeyOut]:
     """Every API key, revoked ones included; `role` keeps only keys with that role."""
-    return [ApiKeyOut.of(key) for key in auth.list_api_keys(session, role)]
+    return [ApiKeyOut.of(key) for key in api_keys.list_api_keys(session, role)]
 
 
 @router.delete("/keys/{name}", response_model=ApiKeyOut)
 def revoke_key(name: str, session: SessionDep, _admin: AdminKey) -> ApiKeyOut:
     """Revoke a key for good (a leaked one, say); 404 if there is no key of that name."""
-    key = auth.revoke_api_key(session, name)
+    key = api_keys.revoke_api_key(session, name)
     session.commit()
     return ApiKeyOut.of(key)

@@ -5,14 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine, create_engine
 
-# Imported for its side effect: models kept outside models.py register their tables on
-# Base.metadata, which autogenerate compares against.
-import modelcert.store.auth_models
-import modelcert.store.worker_models  # noqa: F401
-from modelcert.store.models import Base
+from modelcert.store.schema import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def run_migrations_online() -> None:

@@ -1,28 +1,88 @@
 """`modelcert demo`: the SIMULATED demo catalog certified through the real path — the
 API (HTTP, bearer key) queues a batch, worker processes run it from the durable queue,
-the terminal shows a progress bar, then the matrix."""
+the terminal shows a progress bar, then the matrix. `--in-process` runs the same engine
+in this process instead, without API and workers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from modelcert import auth, render
-from modelcert.demo import DEMO_PROVIDER, DEMO_REGIONS, seed_demo_catalog
+from modelcert.catalog.demo import DEMO_DEPLOYMENTS, DEMO_PROVIDER, DEMO_REGIONS, seed_demo_catalog
+from modelcert.certify.engine import CertificationEngine, CertificationRequest, InFlight
+from modelcert.cli import render
+from modelcert.cli.common import console as cli_console
+from modelcert.cli.common import run, session_factory
+from modelcert.cli.launcher import LocalCluster
 from modelcert.errors import UserError
-from modelcert.launcher import LocalCluster
-from modelcert.settings import Settings
-from modelcert.store import db, repo
+from modelcert.settings import Settings, get_settings
+from modelcert.store import api_keys, db, repo
+from modelcert.store.runs import RunStore
 
 LOG_DIR = Path(".modelcert/logs")
+
+
+def demo_command(
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    serve: Annotated[bool, typer.Option(help="Keep the API and workers running.")] = False,
+    in_process: Annotated[
+        bool, typer.Option(help="Certify in this process, without API and workers.")
+    ] = False,
+    concurrency: Annotated[int, typer.Option(min=1, help="With --in-process.")] = 16,
+) -> None:
+    """Certify the SIMULATED demo catalog in three regions and print the matrix."""
+    if in_process:
+        demo_in_process(concurrency)
+    else:
+        run_demo(get_settings(), cli_console, workers=workers, port=port, serve=serve)
+
+
+def demo_in_process(concurrency: int) -> None:
+    """The demo catalog certified by the engine in this process, `concurrency` at once."""
+    settings = get_settings()
+    factory = session_factory(migrate=True)
+    with db.transaction(factory) as session:
+        ids = seed_demo_catalog(session)
+    pairs = [(i, r) for i in ids for r in DEMO_REGIONS]
+    cli_console.print(
+        f"[bold]modelcert demo[/]: {len(DEMO_DEPLOYMENTS)} simulated deployments × "
+        f"{len(DEMO_REGIONS)} regions = {len(pairs)} certifications "
+        f"(provider '{DEMO_PROVIDER}', database {settings.database_url})"
+    )
+    started = time.perf_counter()
+    engine = CertificationEngine(RunStore(factory), settings, in_flight=InFlight(limit=concurrency))
+
+    async def one(deployment_id: int, region: str) -> None:
+        outcome = await engine.certify(CertificationRequest(deployment_id, region))
+        score = outcome.score
+        cli_console.print(
+            f"  {outcome.plan.deployment_label:28} {region:15} "
+            f"{render.styled(score.status.value)} {render.verdict_figures(score)} "
+            f"{score.error_category or ''}"
+        )
+
+    async def go() -> None:
+        try:
+            await asyncio.gather(*(one(i, r) for i, r in pairs))
+        finally:
+            await engine.aclose()
+
+    run(go)
+    cli_console.print(f"{len(pairs)} certifications in {time.perf_counter() - started:.1f} s")
+    with db.transaction(factory) as session:
+        cli_console.print(render.matrix_table(repo.certifications(session)))
+    cli_console.print(render.SIMULATION_NOTE)
 
 
 def _call(method: str, url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -54,7 +114,7 @@ def run_demo(
     key_name = f"demo-{uuid.uuid4().hex[:8]}"
     with db.transaction(factory) as session:
         seed_demo_catalog(session)
-        _, key = auth.create_api_key(session, key_name, auth.Role.operator)
+        _, key = api_keys.create_api_key(session, key_name, api_keys.Role.operator)
     cluster = LocalCluster(settings, workers=workers, port=port, log_dir=LOG_DIR)
     console.print(
         f"[bold]modelcert demo[/]: starting the API and {workers} workers "
@@ -92,7 +152,7 @@ def run_demo(
     finally:
         cluster.stop()
         with db.transaction(factory) as session:
-            auth.revoke_api_key(session, key_name)
+            api_keys.revoke_api_key(session, key_name)
         engine.dispose()
 
 

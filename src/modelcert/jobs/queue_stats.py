@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from modelcert.jobs.engine import WORKFLOW_NAME, dbos_table, region_of_queue
+from modelcert.jobs.queues import WORKFLOW_NAME, dbos_table, region_of_queue
 from modelcert.settings import Settings
 
 # DBOS workflow status -> the old queue's vocabulary (DOMAIN §6).

@@ -1,4 +1,4 @@
-"""DBOS set-up: the durable queue lives in the application's own database.
+"""DBOS set-up: the durable queues live in the application's own database.
 
 One queue per region carries that region's concurrency and start-rate limits and the
 deduplication of (deployment, region); every worker has a stable executor id; the
@@ -20,7 +20,11 @@ APP_NAME = "modelcert"
 # Workflows are only picked up by workers of the same application version: pin it to
 # the release so the API, the CLI and every worker agree.
 APP_VERSION = f"modelcert-{__version__}"
+# The durable certification (`jobs.workflows.CertificationWorkflow.certify`); the queue
+# statistics and the reaper find its rows by this name.
 WORKFLOW_NAME = "certify_deployment"
+# Where the re-certification schedule's work runs (`jobs.schedule`), one at a time.
+SCHEDULE_QUEUE = "modelcert-schedule"
 
 # DBOS runs priority 0 first (and 0 is its default): always set one explicitly.
 PRIORITY_VALUES: dict[Priority, int] = {Priority.HIGH: 1, Priority.NORMAL: 5, Priority.LOW: 9}
@@ -76,3 +80,17 @@ def dbos_config(settings: Settings, engine: Engine, executor_id: str) -> dict[st
 def dbos_table(dialect_name: str, table: str) -> str:
     """A DBOS system table's name in SQL: PostgreSQL keeps them in the `dbos` schema."""
     return table if dialect_name == "sqlite" else f"dbos.{table}"
+
+
+def forget_instances(*instances: object) -> None:
+    """Drop configured instances from DBOS's registry once their DBOS runtime is destroyed.
+
+    DBOS refuses a second instance under a name already registered in the process, and
+    offers no way to unregister one: without this a process could host only one worker
+    in its lifetime (the tests run one per test, in-process)."""
+    from dbos._dbos import _get_or_create_dbos_registry
+
+    registry = _get_or_create_dbos_registry()
+    for key, value in list(registry.instance_info_map.items()):
+        if any(value is instance for instance in instances):
+            del registry.instance_info_map[key]

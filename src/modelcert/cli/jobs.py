@@ -1,4 +1,5 @@
-"""CLI commands of the durable queue: enqueue, jobs, worker."""
+"""CLI commands of the service: the durable queue (enqueue, jobs, re-certification), the
+worker, the API, and `up` (both on one machine)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,30 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from modelcert.cli.common import console, session_factory
 from modelcert.domain import JobKind, Priority
 from modelcert.errors import UserError
 from modelcert.settings import get_settings
 from modelcert.store import db
 
 jobs_app = typer.Typer(help="Queued certification jobs.", no_args_is_help=True)
-console = Console()
+
+
+def api_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs). Requests need an API key."""
+    import uvicorn
+
+    from modelcert.api.app import create_app
+
+    settings = get_settings()
+    factory = session_factory()  # refuses to start on a database without a schema
+    uvicorn.run(
+        create_app(settings, factory), host=host, port=port, log_level=settings.log_level.lower()
+    )
 
 
 def enqueue_command(
@@ -113,7 +129,7 @@ def recertify_due_command(
 
 
 def _wait_for(factory: object, job_id: str) -> None:
-    from modelcert.jobs.status import job_summary
+    from modelcert.jobs.job_summary import job_summary
 
     while True:
         with db.transaction(factory) as session:  # type: ignore[arg-type]
@@ -130,7 +146,7 @@ def _wait_for(factory: object, job_id: str) -> None:
 @jobs_app.command("show")
 def jobs_show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """A job's status, totals and certifications."""
-    from modelcert.jobs.status import job_summary
+    from modelcert.jobs.job_summary import job_summary
 
     settings = get_settings()
     factory = db.make_session_factory(db.make_engine(settings.database_url))
@@ -176,7 +192,7 @@ def up_command(
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
 ) -> None:
     """Start the API and N workers on this machine (the embedded database by default)."""
-    from modelcert.launcher import LocalCluster
+    from modelcert.cli.launcher import LocalCluster
 
     settings = get_settings()
     cluster = LocalCluster(settings, workers=workers, host=host, port=port)

@@ -8,8 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from modelcert.certify.runner import TestResult
-from modelcert.certify.service import CertificationReport
+from modelcert.certify.engine import CertificationOutcome
+from modelcert.domain import Score, TestResult
 from modelcert.store.models import Certification, Deployment
 
 STATUS_STYLE = {
@@ -17,10 +17,12 @@ STATUS_STYLE = {
     "QUALITY_WARNING": "yellow",
     "FAILED": "bold red",
     "ERROR": "magenta",
+    "INCOMPLETE": "magenta",
     "RUNNING": "cyan",
     "CANCELLED": "dim",
     "PASSED": "green",
     "SKIPPED": "dim",
+    "NOT_RUN": "magenta",
 }
 SIMULATION_NOTE = (
     "[bold magenta]SIMULATION[/]: these results come from the sim provider, not a real model."
@@ -34,6 +36,13 @@ def _ms(value: float | None) -> str:
 def styled(status: str) -> str:
     style = STATUS_STYLE.get(status, "")
     return f"[{style}]{status}[/]" if style else status
+
+
+def verdict_figures(score: Score) -> str:
+    """`rating badge`, or why there is none."""
+    if score.rating is None or score.badge is None:
+        return "(no verdict)"
+    return f"{score.rating} {score.badge.value}"
 
 
 def tests_table(results: Sequence[TestResult]) -> Table:
@@ -53,34 +62,36 @@ def tests_table(results: Sequence[TestResult]) -> Table:
     return table
 
 
-def print_report(console: Console, report: CertificationReport) -> None:
-    score = report.score
-    plan = report.plan
-    console.print(tests_table(report.results))
+def print_outcome(console: Console, outcome: CertificationOutcome) -> None:
+    score = outcome.score
+    plan = outcome.plan
+    console.print(tests_table(outcome.results))
     console.print(
-        f"{plan.deployment_label} in {plan.target.region}: {styled(score.status.value)}  "
-        f"rating {score.rating} {score.badge.value}  score {score.score}/100  "
-        f"passed {score.tests_passed}/{score.tests_total} (skipped {score.tests_skipped})  "
-        f"avg latency {_ms(score.avg_latency_ms)} ms  retries {score.total_retries}  "
-        f"run #{report.run_id}  {report.duration_s:.1f} s"
+        f"{plan.deployment_label} in {outcome.region}: {styled(score.status.value)}  "
+        f"rating {verdict_figures(score)}  score {score.score if score.score is not None else '-'}"
+        f"/100  passed {score.tests_passed}/{score.tests_total} "
+        f"(skipped {score.tests_skipped})  avg latency {_ms(score.avg_latency_ms)} ms  "
+        f"retries {score.total_retries}  run #{outcome.run_id}  {outcome.duration_s:.1f} s"
     )
     if score.error_category:
         console.print(f"decisive error: {score.error_category.value}: {score.error_message}")
-    if report.simulated:
+    elif score.error_message:
+        console.print(score.error_message)
+    if outcome.simulated:
         console.print(SIMULATION_NOTE)
 
 
-def report_json(report: CertificationReport) -> dict[str, Any]:
-    score = report.score
+def outcome_json(outcome: CertificationOutcome) -> dict[str, Any]:
+    score = outcome.score
     return {
-        "deployment": report.plan.deployment_label,
-        "deployment_id": report.plan.deployment_id,
-        "region": report.plan.target.region,
-        "run_id": report.run_id,
-        "simulated": report.simulated,
+        "deployment": outcome.plan.deployment_label,
+        "deployment_id": outcome.plan.deployment_id,
+        "region": outcome.region,
+        "run_id": outcome.run_id,
+        "simulated": outcome.simulated,
         "status": score.status.value,
         "rating": score.rating,
-        "badge": score.badge.value,
+        "badge": score.badge.value if score.badge else None,
         "score": score.score,
         "success_rate": score.success_rate,
         "tests_passed": score.tests_passed,
@@ -90,7 +101,7 @@ def report_json(report: CertificationReport) -> dict[str, Any]:
         "total_retries": score.total_retries,
         "error_category": score.error_category.value if score.error_category else None,
         "error_message": score.error_message,
-        "duration_s": round(report.duration_s, 3),
+        "duration_s": round(outcome.duration_s, 3),
         "tests": [
             {
                 "test_id": r.test_id,
@@ -106,7 +117,7 @@ def report_json(report: CertificationReport) -> dict[str, Any]:
                 "input_tokens": r.input_tokens,
                 "output_tokens": r.output_tokens,
             }
-            for r in report.results
+            for r in outcome.results
         ],
     }
 
@@ -135,7 +146,9 @@ def _matrix_cell(c: Certification) -> str:
     line = styled(c.status)
     if c.rating is not None:
         line += f" {c.rating} {c.badge}"
-    if c.error_category and c.status != "CERTIFIED":
+    if c.status == "INCOMPLETE":
+        line += "\n[dim]incomplete: no new verdict[/]"
+    elif c.error_category and c.status != "CERTIFIED":
         line += f"\n[dim]{c.error_category}[/]"
     elif c.total_retries:
         line += f"\n[dim]{c.total_retries} retries[/]"

@@ -1,0 +1,114 @@
+"""`modelcert certify`, `matrix` and `report`: one certification in this process, the
+current verdicts, and reports (with a CI gate)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+
+from modelcert.certify.engine import CertificationEngine, CertificationOutcome, CertificationRequest
+from modelcert.cli import render
+from modelcert.cli.common import console, run, session_factory
+from modelcert.domain import TestResult
+from modelcert.errors import UserError
+from modelcert.settings import get_settings
+from modelcert.store import db, repo
+from modelcert.store.runs import RunStore
+
+
+def _progress_printer(label: str, region: str) -> Callable[[int, int, TestResult], None]:
+    def on_result(index: int, total: int, result: TestResult) -> None:
+        console.print(
+            f"[dim]{label} {region} [{index + 1}/{total}] {result.test_id}: "
+            f"{result.outcome.value}[/]"
+        )
+
+    return on_result
+
+
+def certify_command(
+    deployment: Annotated[str, typer.Option(help="Deployment id or provider/model-id.")],
+    region: Annotated[str, typer.Option(help="Region to certify in.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Run one certification in-process and print its tests and verdict."""
+    settings = get_settings()
+    engine = CertificationEngine(RunStore(session_factory()), settings)
+    callback = None if as_json else _progress_printer(deployment, region)
+
+    async def go() -> CertificationOutcome:
+        try:
+            request = CertificationRequest(deployment, region)
+            return await engine.certify(request, on_result=callback)
+        finally:
+            await engine.aclose()
+
+    outcome = run(go)
+    if as_json:
+        print(json.dumps(render.outcome_json(outcome), indent=2))
+    else:
+        render.print_outcome(console, outcome)
+
+
+def matrix(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print the current certification of every deployment in every region."""
+    with db.transaction(session_factory()) as session:
+        rows = repo.certifications(session)
+        if as_json:
+            print(json.dumps([render.certification_json(c) for c in rows], indent=2))
+            return
+        console.print(render.matrix_table(rows))
+        if any(c.simulated for c in rows):
+            console.print(render.SIMULATION_NOTE)
+
+
+def report_command(
+    fmt: Annotated[str, typer.Option("--format", help="json | markdown | junit")] = "markdown",
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
+    ] = None,
+    provider: Annotated[str | None, typer.Option(help="Only this provider (slug).")] = None,
+    region: Annotated[str | None, typer.Option(help="Only this region.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only this deployment.")] = None,
+    since: Annotated[str, typer.Option(help="Changes since: 30m, 12h, 7d, 2w, a date.")] = "7d",
+    require: Annotated[
+        list[str] | None,
+        typer.Option(help="MODEL@REGION that must be certified now (repeat); else exit 1."),
+    ] = None,
+) -> None:
+    """Write the current certifications and recent changes as JSON, Markdown or JUnit XML;
+    with --require, a CI gate."""
+    from pathlib import Path
+
+    from modelcert.reports import build as reports
+    from modelcert.reports import formats
+    from modelcert.store.models import utcnow
+
+    if fmt not in formats.FORMATS:
+        raise UserError(f"--format: {fmt!r} is not one of {', '.join(formats.FORMATS)}")
+    requirements = [reports.Requirement.parse(text) for text in require or []]
+    filters = reports.ReportFilters(provider=provider, region=region, model=model, since=since)
+    now = utcnow()
+    with db.transaction(session_factory()) as session:
+        report = reports.build_report(session, filters, now)
+        checked = reports.check_requirements(session, requirements, now)
+    document = formats.render(report, fmt)
+    if output is None:
+        sys.stdout.write(document)
+    else:
+        try:
+            Path(output).write_text(document, encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"--output: cannot write {output}: {exc.strerror}") from exc
+        print(f"report written to {output}", file=sys.stderr)
+    missing = [(requirement, entry) for requirement, entry in checked if not entry.valid]
+    for requirement, entry in missing:
+        print(f"not certified: {requirement}: {entry.reason}", file=sys.stderr)
+    if missing:
+        raise typer.Exit(1)
+    if checked:
+        print(f"certified: {', '.join(str(r) for r, _ in checked)}", file=sys.stderr)

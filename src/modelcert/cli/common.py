@@ -1,0 +1,54 @@
+"""What the CLI's commands share: the console, the database, JSON options."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from rich.console import Console
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelcert.errors import UserError
+from modelcert.settings import Settings, get_settings
+from modelcert.store import db
+
+# Wide enough for the matrix when output is piped (rich falls back to 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 160)
+T = TypeVar("T")
+
+
+def open_engine(settings: Settings, *, migrate: bool = False) -> Engine:
+    """The database of `settings`; refused (one line, exit 2) when it has no schema yet."""
+    engine = db.make_engine(settings.database_url)
+    if migrate:
+        db.upgrade(engine)
+    elif not db.is_current(engine):
+        raise UserError(
+            f"database {settings.database_url} has no schema yet: run `modelcert db upgrade`"
+        )
+    return engine
+
+
+def session_factory(*, migrate: bool = False) -> sessionmaker[Session]:
+    return db.make_session_factory(open_engine(get_settings(), migrate=migrate))
+
+
+def run(coroutine_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(coroutine_fn())
+
+
+def json_option(value: str | None, field: str) -> dict[str, Any]:
+    """A JSON-object option; `UserError` naming the option when it is not one."""
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{field}: invalid JSON ({exc.msg})", field=field) from exc
+    if not isinstance(parsed, dict):
+        raise UserError(f"{field}: expected a JSON object", field=field)
+    return parsed

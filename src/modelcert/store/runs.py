@@ -1,0 +1,288 @@
+"""A certification's writes: open a run, store each test as it ends, record the verdict
+(or why there is none), count it toward its job.
+
+`RunStore` is what the certification engine persists through (`certify.engine.RunStore`
+is the interface); its methods are synchronous and each is one transaction, so the
+engine runs them in a thread. The functions below take a Session and leave the
+transaction to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelcert.domain import (
+    CERTIFICATION_VALIDITY,
+    CertificationStatus,
+    DeploymentSpec,
+    JobStatus,
+    Score,
+    TestResult,
+)
+from modelcert.errors import NotFoundError
+from modelcert.store import repo
+from modelcert.store.db import transaction
+from modelcert.store.models import (
+    Certification,
+    CertificationRun,
+    Job,
+    TestResultRow,
+    utcnow,
+)
+
+
+class RunStore:
+    """The certification engine's persistence, on a SQLAlchemy session factory."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+
+    def load_deployment(self, ref: str | int, region: str) -> DeploymentSpec:
+        """The deployment to certify; `UserError` when unknown or not served in `region`."""
+        with transaction(self.factory) as session:
+            deployment = repo.find_deployment(session, ref)
+            repo.check_region(deployment.provider, region)
+            return repo.deployment_spec(deployment)
+
+    def begin_run(
+        self,
+        deployment_id: int,
+        region: str,
+        *,
+        simulated: bool,
+        job_id: str | None,
+        executor_id: str | None,
+    ) -> int:
+        """Mark the certification RUNNING, open its run (and start its job); the run id."""
+        with transaction(self.factory) as session:
+            run = begin_run(
+                session,
+                deployment_id,
+                region,
+                simulated=simulated,
+                job_id=job_id,
+                executor_id=executor_id,
+            )
+            if job_id is not None:
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+                    .values(status=JobStatus.RUNNING.value, started_at=utcnow())
+                )
+            return run.id
+
+    def record_test(self, run_id: int, position: int, result: TestResult) -> None:
+        with transaction(self.factory) as session:
+            record_test(session, run_id, position, result)
+
+    def finish_run(
+        self, run_id: int, results: Sequence[TestResult], score: Score, *, job_id: str | None
+    ) -> None:
+        """The tests, the run's verdict, the current certification and the job's totals,
+        in one transaction."""
+        with transaction(self.factory) as session:
+            finish_run(session, run_id, results, score)
+            if job_id is not None:
+                count_job_result(session, job_id, succeeded=score.status.is_valid_verdict)
+
+    def abort_run(
+        self, run_id: int, status: CertificationStatus, message: str, *, job_id: str | None
+    ) -> None:
+        """Close a run that could not finish: CANCELLED, or ERROR (our own fault)."""
+        with transaction(self.factory) as session:
+            abort_run(session, run_id, status, message)
+            if job_id is not None and status is CertificationStatus.ERROR:
+                # An ERROR is final too: without it the job would wait for it forever.
+                count_job_result(session, job_id, succeeded=False)
+
+
+def begin_run(
+    session: Session,
+    deployment_id: int,
+    region: str,
+    *,
+    simulated: bool,
+    job_id: str | None = None,
+    executor_id: str | None = None,
+) -> CertificationRun:
+    """Mark the (deployment, region) certification RUNNING and open a run for it."""
+    now = utcnow()
+    certification = session.scalar(
+        select(Certification).where(
+            Certification.deployment_id == deployment_id, Certification.region == region
+        )
+    )
+    if certification is None:
+        certification = Certification(deployment_id=deployment_id, region=region)
+        session.add(certification)
+    certification.status = CertificationStatus.RUNNING.value
+    certification.started_at = now
+    certification.job_id = job_id
+    session.flush()
+    run = CertificationRun(
+        certification_id=certification.id,
+        deployment_id=deployment_id,
+        region=region,
+        job_id=job_id,
+        executor_id=executor_id,
+        status=CertificationStatus.RUNNING.value,
+        simulated=simulated,
+        started_at=now,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def _copy_score(target: Certification | CertificationRun, score: Score) -> None:
+    target.status = score.status.value
+    target.score = score.score
+    target.rating = score.rating
+    target.badge = score.badge.value if score.badge else None
+    target.tests_total = score.tests_total
+    target.tests_passed = score.tests_passed
+    target.tests_failed = score.tests_failed
+    target.tests_skipped = score.tests_skipped
+    target.success_rate = score.success_rate
+    target.avg_latency_ms = score.avg_latency_ms
+    target.p50_latency_ms = score.p50_latency_ms
+    target.max_latency_ms = score.max_latency_ms
+    target.total_retries = score.total_retries
+    target.error_category = score.error_category.value if score.error_category else None
+    target.error_severity = score.error_severity.value if score.error_severity else None
+    target.error_message = score.error_message
+
+
+def finish_run(
+    session: Session,
+    run_id: int,
+    results: Sequence[TestResult],
+    score: Score,
+    *,
+    now: datetime | None = None,
+) -> Certification:
+    """Persist the tests, the run's verdict and the current certification together."""
+    now = now or utcnow()
+    run = session.get(CertificationRun, run_id)
+    if run is None:
+        raise NotFoundError(f"unknown run {run_id}", field="run")
+    recorded = set(
+        session.scalars(select(TestResultRow.test_id).where(TestResultRow.run_id == run_id))
+    )
+    missing = [
+        _test_values(run_id, position, result)
+        for position, result in enumerate(results)
+        if result.test_id not in recorded
+    ]
+    if missing:  # Core inserts: a worker stores thousands of these, the ORM's flush is slow
+        session.execute(insert(TestResultRow), missing)
+    _copy_score(run, score)
+    run.completed_at = now
+    run.duration_ms = (now - run.started_at).total_seconds() * 1000 if run.started_at else None
+
+    certification = session.get(Certification, run.certification_id)
+    assert certification is not None
+    certification.started_at = run.started_at
+    certification.completed_at = now
+    certification.duration_ms = run.duration_ms
+    certification.last_run_id = run.id
+    if score.status is CertificationStatus.INCOMPLETE:
+        # No verdict on the model: the certification says why, and keeps the figures and
+        # validity of the verdict it had (which stays valid until it expires).
+        certification.status = score.status.value
+        certification.error_message = score.error_message
+        session.flush()
+        return certification
+    _copy_score(certification, score)
+    certification.simulated = run.simulated
+    if score.status.is_valid_verdict:
+        certification.certified_at = now
+        certification.expires_at = now + CERTIFICATION_VALIDITY
+    else:
+        certification.certified_at = None
+        certification.expires_at = None
+    session.flush()
+    return certification
+
+
+def record_test(session: Session, run_id: int, position: int, result: TestResult) -> None:
+    """Store one finished test as soon as it ends, so progress is visible while a run goes
+    on. Replaces an earlier row of the same test (a step re-executed after a crash)."""
+    session.execute(
+        delete(TestResultRow).where(
+            TestResultRow.run_id == run_id, TestResultRow.test_id == result.test_id
+        )
+    )
+    session.execute(insert(TestResultRow).values(_test_values(run_id, position, result)))
+
+
+def count_job_result(session: Session, job_id: str, *, succeeded: bool) -> None:
+    """Add one finished certification to its job's totals (atomic UPDATE, no lost counts)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(
+            processed=Job.processed + 1,
+            succeeded=Job.succeeded + (1 if succeeded else 0),
+            failed=Job.failed + (0 if succeeded else 1),
+        )
+    )
+    session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.processed >= Job.total,
+            Job.status != JobStatus.CANCELLED.value,
+        )
+        .values(status=JobStatus.COMPLETED.value, completed_at=utcnow())
+    )
+
+
+def abort_run(session: Session, run_id: int, status: CertificationStatus, message: str) -> None:
+    """Close a run that could not finish (cancelled, or our own fault: ERROR)."""
+    now = utcnow()
+    run = session.get(CertificationRun, run_id)
+    if run is None:
+        return
+    run.status = status.value
+    run.error_message = message
+    run.completed_at = now
+    certification = session.get(Certification, run.certification_id)
+    if certification is not None and certification.status == CertificationStatus.RUNNING.value:
+        certification.status = status.value
+        certification.error_message = message
+        certification.completed_at = now
+        certification.last_run_id = run.id
+        # certified_at / expires_at stay: a cancelled run, or our own error, says nothing
+        # about the model, so the verdict it was renewing stays valid until it expires.
+    session.flush()
+
+
+def _test_values(run_id: int, position: int, result: TestResult) -> dict[str, Any]:
+    return dict(
+        run_id=run_id,
+        position=position,
+        test_id=result.test_id,
+        title=result.title,
+        outcome=result.outcome.value,
+        detail=result.detail,
+        latency_ms=result.latency_ms,
+        ttft_ms=result.ttft_ms,
+        retries=result.retries,
+        attempts=result.attempts,
+        error_category=result.error_category.value if result.error_category else None,
+        error_severity=result.error_severity.value if result.error_severity else None,
+        error_code=result.error_code,
+        http_status=result.http_status,
+        error_message=result.error_message,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        throttled_s=result.throttled_s,
+        started_at=result.started_at,
+        duration_ms=result.duration_ms,
+    )
