@@ -1,3 +1,3 @@
 """modelcert: certifies AI model deployments, per region, with live tests."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

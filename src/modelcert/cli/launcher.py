@@ -3,17 +3,14 @@ embedded database. Used by `modelcert up` and `modelcert demo`."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
 
 import uvicorn
 
@@ -21,6 +18,7 @@ from modelcert.api.app import create_app
 from modelcert.errors import UserError
 from modelcert.settings import Settings
 from modelcert.store import db
+from modelcert.worker.process import WorkerProcess
 
 
 def _get(url: str) -> int:
@@ -63,11 +61,18 @@ class LocalCluster:
         self.host = host
         self.port = port
         self.log_dir = log_dir  # None: workers log to this terminal
-        self.processes: list[subprocess.Popen[bytes]] = []
         self.health_ports = [settings.worker_health_port + i for i in range(workers)]
+        self.workers = [
+            WorkerProcess(
+                settings.database_url,
+                f"{socket.gethostname()}-worker-{index}",
+                log_path=log_dir / f"worker-{index}.log" if log_dir else None,
+                health_port=port,
+            )
+            for index, port in enumerate(self.health_ports, start=1)
+        ]
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
-        self._logs: list[IO[bytes]] = []
 
     @property
     def url(self) -> str:
@@ -81,8 +86,8 @@ class LocalCluster:
                     field="port",
                 )
         db.upgrade(db.make_engine(self.settings.database_url))
-        for index, health_port in enumerate(self.health_ports, start=1):
-            self.processes.append(self._spawn_worker(index, health_port))
+        for worker in self.workers:
+            worker.spawn()
         config = uvicorn.Config(
             create_app(self.settings), host=self.host, port=self.port, log_level="warning"
         )
@@ -93,32 +98,17 @@ class LocalCluster:
         self._thread.start()
         self._wait_ready(timeout)
 
-    def _spawn_worker(self, index: int, health_port: int) -> subprocess.Popen[bytes]:
-        executor_id = f"{socket.gethostname()}-worker-{index}"
-        env = {
-            **os.environ,
-            "MODELCERT_DATABASE_URL": self.settings.database_url,
-            "WORKER_HEALTH_PORT": str(health_port),
-        }
-        args = [sys.executable, "-m", "modelcert", "worker", "--executor-id", executor_id]
-        if self.log_dir is None:
-            return subprocess.Popen(args, env=env)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"worker-{index}.log").open("ab")
-        self._logs.append(log)
-        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         urls = [f"{self.url}/api/health"] + [
             f"http://127.0.0.1:{port}/ready" for port in self.health_ports
         ]
         while time.monotonic() < deadline:
-            for process in self.processes:
-                if process.poll() is not None:
+            for worker in self.workers:
+                if not worker.running():
                     self.stop()
                     raise UserError(
-                        f"a worker exited at start (code {process.returncode})"
+                        f"worker {worker.executor_id} exited at start"
                         + (f"; see {self.log_dir}" if self.log_dir else "")
                     )
             if all(_get(url) == 200 for url in urls):
@@ -133,7 +123,7 @@ class LocalCluster:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         while not stop.wait(1.0):
-            if any(p.poll() is not None for p in self.processes):
+            if not all(worker.running() for worker in self.workers):
                 print("a worker exited; stopping", file=sys.stderr)
                 break
 
@@ -141,15 +131,11 @@ class LocalCluster:
         """Stop the API, then the workers gracefully (they finish in-flight work)."""
         if self._server is not None:
             self._server.should_exit = True
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=self.settings.shutdown_grace_s + 10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for worker in self.workers:
+            if worker.running():
+                assert worker.process is not None
+                worker.process.send_signal(signal.SIGTERM)  # all at once: they drain together
+        for worker in self.workers:
+            worker.stop(timeout=self.settings.shutdown_grace_s + 10)
         if self._thread is not None:
             self._thread.join(timeout=10)
-        for log in self._logs:
-            log.close()

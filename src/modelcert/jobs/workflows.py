@@ -19,7 +19,7 @@ from typing import Any
 
 from dbos import DBOS, DBOSClient, DBOSConfiguredInstance, EnqueueOptions
 from dbos._error import DBOSWorkflowCancelledError
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, text
 
 from modelcert.certify.engine import (
     CertificationEngine,
@@ -27,7 +27,8 @@ from modelcert.certify.engine import (
     PreparedRun,
 )
 from modelcert.domain import Score, TestResult
-from modelcert.jobs.queues import APP_VERSION, WORKFLOW_NAME
+from modelcert.jobs.queues import APP_VERSION, WORKFLOW_NAME, dbos_table
+from modelcert.store.runs import cancel_open_runs
 
 CLASS_NAME = "CertificationWorkflow"
 INSTANCE_NAME = "certify"
@@ -102,3 +103,58 @@ def enqueue_certification(
     """Queue `CertificationWorkflow.certify(job_id, deployment_id, region)` in the caller's
     transaction. Raises `DBOSQueueDeduplicatedError` when its deduplication id is taken."""
     client.enqueue_in_transaction(connection, options, job_id, deployment_id, region)
+
+
+def adopt_legacy_certifications(engine: Engine) -> int:
+    """Carry over certifications that modelcert 0.1 queued (before the engine refactor).
+
+    0.1 queued a plain-function workflow under another application version: as they are,
+    this version's workers would neither dequeue nor recover them, and their
+    deduplication ids would refuse new requests for those pairs. Queued ones are
+    rewritten to name `CertificationWorkflow` and this version. Ones a 0.1 worker was
+    running (killed, or not drained before the upgrade) cannot resume: their checkpoints
+    are in the old shape. They are queued again from the start (their checkpoints
+    dropped, the run they had opened closed as CANCELLED), so the pair is certified once
+    more rather than left RUNNING. Returns how many were carried over. Idempotent."""
+    dialect = engine.dialect.name
+    status_table = dbos_table(dialect, "workflow_status")
+    outputs_table = dbos_table(dialect, "operation_outputs")
+    legacy = "name = :name AND class_name IS NULL AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')"
+    with engine.begin() as connection:
+        rows = connection.execute(
+            text(f"SELECT workflow_uuid, status FROM {status_table} WHERE {legacy}"),
+            {"name": WORKFLOW_NAME},
+        ).all()
+        if not rows:
+            return 0
+        restarted = [workflow_id for workflow_id, status in rows if status == "PENDING"]
+        for workflow_id in restarted:
+            connection.execute(
+                text(f"DELETE FROM {outputs_table} WHERE workflow_uuid = :id"), {"id": workflow_id}
+            )
+            job_id, _, pair = workflow_id.partition(":")
+            deployment, _, region = pair.partition("@")
+            if deployment.isdigit():
+                cancel_open_runs(
+                    connection,
+                    job_id=job_id,
+                    deployment_id=int(deployment),
+                    region=region,
+                    message="interrupted by the upgrade to modelcert 0.2: certified again",
+                )
+        connection.execute(
+            text(
+                f"UPDATE {status_table} SET class_name = :class, config_name = :instance, "
+                "application_version = :version, "
+                "status = CASE WHEN status = 'PENDING' THEN 'ENQUEUED' ELSE status END, "
+                "executor_id = CASE WHEN status = 'PENDING' THEN NULL ELSE executor_id END "
+                f"WHERE {legacy}"
+            ),
+            {
+                "name": WORKFLOW_NAME,
+                "class": CLASS_NAME,
+                "instance": INSTANCE_NAME,
+                "version": APP_VERSION,
+            },
+        )
+    return len(rows)

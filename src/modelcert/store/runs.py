@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.domain import (
@@ -261,6 +261,27 @@ def abort_run(session: Session, run_id: int, status: CertificationStatus, messag
         # certified_at / expires_at stay: a cancelled run, or our own error, says nothing
         # about the model, so the verdict it was renewing stays valid until it expires.
     session.flush()
+
+
+def cancel_open_runs(
+    connection: Connection, *, job_id: str, deployment_id: int, region: str, message: str
+) -> None:
+    """Close the RUNNING runs of one (job, deployment, region) as CANCELLED, in the caller's
+    transaction (a run that will never finish: its workflow is starting over)."""
+    connection.execute(
+        update(CertificationRun)
+        .where(
+            CertificationRun.job_id == job_id,
+            CertificationRun.deployment_id == deployment_id,
+            CertificationRun.region == region,
+            CertificationRun.status == CertificationStatus.RUNNING.value,
+        )
+        .values(
+            status=CertificationStatus.CANCELLED.value,
+            error_message=message,
+            completed_at=utcnow(),
+        )
+    )
 
 
 def _test_values(run_id: int, position: int, result: TestResult) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 The ORM models live in one module per area (`models`: catalog, jobs and verdicts;
 `auth_models`: API keys and dashboard sessions; `worker_models`: heartbeats, leases and
 paused regions), all on `models.Base`. Importing them here is what puts their tables on
-`metadata`; a table added in a new module must be imported here too (the migration test
+`METADATA`; a table added in a new module must be imported here too (the migration test
 fails otherwise: autogenerate would see a table with no model and propose to drop it).
 """
 
@@ -11,6 +11,6 @@ from __future__ import annotations
 
 from modelcert.store import auth_models, models, worker_models
 
-metadata = models.Base.metadata
+METADATA = models.Base.metadata
 
 MODEL_MODULES = (models, auth_models, worker_models)

@@ -35,7 +35,7 @@ from modelcert.jobs.queues import (
 )
 from modelcert.jobs.reaper import mark_stopped, reap, write_heartbeat
 from modelcert.jobs.schedule import TICK_WORKFLOW_NAME, RecertifyScheduler, install_schedule
-from modelcert.jobs.workflows import CertificationWorkflow
+from modelcert.jobs.workflows import CertificationWorkflow, adopt_legacy_certifications
 from modelcert.obs import metrics
 from modelcert.obs.logging import configure_logging, log_event
 from modelcert.settings import Settings
@@ -110,6 +110,9 @@ class Worker:
 
     def start(self) -> None:
         """Launch DBOS (which resumes this executor's unfinished work), then serve."""
+        adopted = adopt_legacy_certifications(self.engine)
+        if adopted:
+            log_event("legacy_certifications_adopted", count=adopted)
         self._enqueuer = Enqueuer(self.engine, self.settings)
         DBOS(config=dbos_config(self.settings, self.engine, self.executor_id))  # type: ignore[arg-type]
         # Configured instances are registered before the launch, so that recovery finds them.

@@ -5,10 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine, create_engine
 
-from modelcert.store.schema import metadata
+from modelcert.store.schema import METADATA
 
 config = context.config
-target_metadata = metadata
+target_metadata = METADATA
 
 
 def run_migrations_online() -> None:
