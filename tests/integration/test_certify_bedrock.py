@@ -58,6 +58,10 @@ async def test_sync_adds_entitled_text_models(bedrock_catalog: sessionmaker[Sess
     with bedrock_catalog() as session:
         llama = repo.find_deployment(session, f"bedrock/{LLAMA}")
         assert llama.inference_type == "INFERENCE_PROFILE" and llama.model.vendor == "Meta"
+        claude = repo.find_deployment(session, f"bedrock/{CLAUDE}")
+        # What discovery can know of a known family: the full battery runs for it.
+        assert claude.model.capabilities["tools"] and claude.model.capabilities["json_output"]
+        assert claude.model.capabilities["system_prompt"] and claude.model.capabilities["streaming"]
     again, _ = await sync_bedrock_region(bedrock_catalog, "bedrock", "us-east-1", False)
     assert again == []  # idempotent
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -54,6 +55,7 @@ def create_app(
     app.state.settings = settings
     app.state.session_factory = session_factory
     app.state.enqueuer = None
+    app.state.enqueuer_lock = threading.Lock()  # requests run in a thread pool
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(certification.router)

@@ -1,5 +1,7 @@
 """FastAPI dependencies, as `Annotated` aliases a route declares in its signature:
-`session: SessionDep`, `key: CurrentKey`, `key: OperatorKey`, `key: AdminKey`."""
+`session: SessionDep`, `factory: FactoryDep`, `settings: SettingsDep`,
+`enqueuer: EnqueuerDep`, `key: CurrentKey`, `key: OperatorKey`, `key: AdminKey`.
+Everything they hand out was put on `app.state` by `create_app`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelcert.jobs.enqueue import Enqueuer
+from modelcert.settings import Settings
 from modelcert.store.api_keys import Role, authenticate, key_role
 from modelcert.store.auth_models import ApiKey
 
@@ -30,6 +34,39 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_factory(request: Request) -> sessionmaker[Session]:
+    """The session factory of the app: for work that manages its own transactions."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    return factory
+
+
+FactoryDep = Annotated[sessionmaker[Session], Depends(get_factory)]
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was built with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_enqueuer(request: Request) -> Enqueuer:
+    """The app's one `Enqueuer`, made on first use (its DBOS client connects at once, and an
+    API whose database is down must still start and answer its health check)."""
+    state = request.app.state
+    with state.enqueuer_lock:
+        if state.enqueuer is None:
+            engine = get_factory(request).kw["bind"]
+            state.enqueuer = Enqueuer(engine, get_settings(request))
+        enqueuer: Enqueuer = state.enqueuer
+    return enqueuer
+
+
+EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
 
 
 def get_current_key(

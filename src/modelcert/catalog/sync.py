@@ -1,13 +1,16 @@
-"""Catalog discovery: add the deployments a provider reports for a region."""
+"""Catalog discovery: add the deployments a provider reports for a region, with the
+capabilities discovery can know (`providers.bedrock_families`), so a synced deployment
+runs the full battery its model supports."""
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.domain import Capabilities, InferenceType
+from modelcert.domain import InferenceType
 from modelcert.errors import NotFoundError, UserError
 from modelcert.providers.base import DiscoveredModel
 from modelcert.providers.bedrock import BedrockProvider
+from modelcert.providers.bedrock_families import capabilities_for
 from modelcert.store import repo
 from modelcert.store.db import transaction
 
@@ -64,7 +67,7 @@ async def sync_bedrock_region(
                 provider_model_id=model.model_id,
                 model_name=model.name,
                 vendor=model.vendor,
-                capabilities=Capabilities(streaming=model.streaming),
+                capabilities=capabilities_for(model),
                 inference_type=preferred_inference_type(model),
             )
             added.append(f"{model.model_id} ({model.vendor}, {preferred_inference_type(model)})")

@@ -19,8 +19,7 @@ from modelcert.api.dashboard.web import (
     read_form,
     redirect_with_flash,
 )
-from modelcert.api.routes.certification import EnqueuerDep, FactoryDep
-from modelcert.api.routes.certification_reads import SettingsDep
+from modelcert.api.deps import EnqueuerDep, FactoryDep, SettingsDep
 from modelcert.domain import JobKind, Priority
 from modelcert.errors import UserError
 from modelcert.jobs import control

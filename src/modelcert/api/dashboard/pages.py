@@ -12,9 +12,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingRes
 from modelcert.api import queries, sse
 from modelcert.api.dashboard import data
 from modelcert.api.dashboard.web import HERE, LoginDep, error_page, render
-from modelcert.api.deps import SessionDep
-from modelcert.api.routes.certification import FactoryDep
-from modelcert.api.routes.certification_reads import SettingsDep
+from modelcert.api.deps import FactoryDep, SessionDep, SettingsDep
 from modelcert.domain import CertificationStatus, JobStatus
 from modelcert.errors import UserError
 from modelcert.jobs.control import paused_regions

@@ -6,20 +6,18 @@ read-only routes are in `certification_reads`, included here under the same pref
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, status
+from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.api import queries, sse
-from modelcert.api.deps import CurrentKey, OperatorKey, SessionDep
+from modelcert.api.deps import CurrentKey, EnqueuerDep, FactoryDep, OperatorKey, SessionDep
 from modelcert.api.routes import certification_reads
-from modelcert.api.routes.certification_reads import get_settings
 from modelcert.api.schemas import (
     CancelResponse,
     CertifyAllRequest,
@@ -42,7 +40,6 @@ from modelcert.jobs.job_summary import job_summary
 from modelcert.store.auth_models import ApiKey
 
 router = APIRouter(prefix="/api/certification-queue", tags=["certification"])
-_enqueuer_lock = threading.Lock()
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status.HTTP_400_BAD_REQUEST: {"model": ErrorResponse},
@@ -57,26 +54,6 @@ _QUEUE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_factory(request: Request) -> sessionmaker[Session]:
-    """The session factory of the app: for work that manages its own transactions."""
-    factory: sessionmaker[Session] = request.app.state.session_factory
-    return factory
-
-
-def get_enqueuer(request: Request) -> Enqueuer:
-    """The app's one `Enqueuer`, made on first use (its DBOS client connects at once, and an
-    API whose database is down must still start and answer its health check)."""
-    state = request.app.state
-    with _enqueuer_lock:
-        if state.enqueuer is None:
-            engine = get_factory(request).kw["bind"]
-            state.enqueuer = Enqueuer(engine, get_settings(request))
-        enqueuer: Enqueuer = state.enqueuer
-    return enqueuer
-
-
-FactoryDep = Annotated[sessionmaker[Session], Depends(get_factory)]
-EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
 JobId = Annotated[str, Path(alias="jobId", min_length=1, max_length=36)]
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Path, Query, status
 
 from modelcert.api import queries
-from modelcert.api.deps import CurrentKey, SessionDep
+from modelcert.api.deps import CurrentKey, SessionDep, SettingsDep
 from modelcert.api.schemas import (
     CertificationDetailOut,
     CertificationOut,
@@ -22,7 +22,6 @@ from modelcert.api.schemas import (
 )
 from modelcert.domain import CertificationStatus
 from modelcert.jobs.queue_stats import queue_stats
-from modelcert.settings import Settings
 from modelcert.store.models import utcnow
 
 # Included by `routes.certification`, under its prefix.
@@ -34,13 +33,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_settings(request: Request) -> Settings:
-    """The settings the app was built with."""
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 StatusFilter = Annotated[CertificationStatus | None, Query(alias="status")]
 RegionFilter = Annotated[str | None, Query(min_length=1, max_length=64)]
 ModelFilter = Annotated[
