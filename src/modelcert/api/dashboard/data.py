@@ -10,6 +10,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from modelcert.api import queries
+from modelcert.domain import CertificationStatus
 from modelcert.jobs.control import paused_regions
 from modelcert.jobs.queue_stats import queue_stats
 from modelcert.settings import Settings
@@ -24,7 +25,12 @@ from modelcert.store.models import (
 from modelcert.store.worker_models import WorkerHeartbeat
 
 HOURS_SHOWN = 24
-_FAILED = ("FAILED", "ERROR")
+# Runs that ended without a valid verdict and say why (INCOMPLETE: out of time).
+_FAILED = (
+    CertificationStatus.FAILED.value,
+    CertificationStatus.ERROR.value,
+    CertificationStatus.INCOMPLETE.value,
+)
 
 
 def label(deployment: Deployment) -> str:

@@ -127,9 +127,12 @@ def job(job_id: str, request: Request, login: LoginDep, session: SessionDep) -> 
     except UserError as exc:
         return error_page(request, login, 404, exc.message)
     runs = data.job_runs(session, job_id)
-    failed = [
-        r for r in runs if r.run.status in (CertificationStatus.FAILED, CertificationStatus.ERROR)
-    ]
+    unfinished = (
+        CertificationStatus.FAILED,
+        CertificationStatus.ERROR,
+        CertificationStatus.INCOMPLETE,
+    )
+    failed = [r for r in runs if r.run.status in unfinished]
     return render(
         request, login, "job.html", page="jobs", job=found, summary=summary, runs=runs,
         failed=failed, timeline=data.timeline(found, runs), label=data.label,
