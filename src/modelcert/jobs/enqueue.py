@@ -199,14 +199,7 @@ def _scope(resolved: Sequence[tuple[int, str, str]]) -> dict[str, Any]:
 
 
 def _mark_queued(session: Session, deployment_id: int, region: str, job_id: str) -> None:
-    certification = session.scalar(
-        select(Certification).where(
-            Certification.deployment_id == deployment_id, Certification.region == region
-        )
-    )
-    if certification is None:
-        certification = Certification(deployment_id=deployment_id, region=region)
-        session.add(certification)
+    certification = repo.certification_row(session, deployment_id, region)
     certification.status = CertificationStatus.QUEUED.value
     certification.job_id = job_id
     session.flush()

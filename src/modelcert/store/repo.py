@@ -227,6 +227,19 @@ def deployment_spec(deployment: Deployment) -> DeploymentSpec:
     )
 
 
+def certification_row(session: Session, deployment_id: int, region: str) -> Certification:
+    """The one current certification of (deployment, region), created if there is none."""
+    certification = session.scalar(
+        select(Certification).where(
+            Certification.deployment_id == deployment_id, Certification.region == region
+        )
+    )
+    if certification is None:
+        certification = Certification(deployment_id=deployment_id, region=region)
+        session.add(certification)
+    return certification
+
+
 def certifications(session: Session) -> list[Certification]:
     """Every current certification, by provider, deployment and region."""
     query = (

@@ -112,14 +112,7 @@ def begin_run(
 ) -> CertificationRun:
     """Mark the (deployment, region) certification RUNNING and open a run for it."""
     now = utcnow()
-    certification = session.scalar(
-        select(Certification).where(
-            Certification.deployment_id == deployment_id, Certification.region == region
-        )
-    )
-    if certification is None:
-        certification = Certification(deployment_id=deployment_id, region=region)
-        session.add(certification)
+    certification = repo.certification_row(session, deployment_id, region)
     certification.status = CertificationStatus.RUNNING.value
     certification.started_at = now
     certification.job_id = job_id
