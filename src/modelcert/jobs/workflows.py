@@ -15,6 +15,7 @@ own instance.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from dbos import DBOS, DBOSClient, DBOSConfiguredInstance, EnqueueOptions
@@ -102,7 +103,14 @@ def enqueue_certification(
 ) -> None:
     """Queue `CertificationWorkflow.certify(job_id, deployment_id, region)` in the caller's
     transaction. Raises `DBOSQueueDeduplicatedError` when its deduplication id is taken."""
-    client.enqueue_in_transaction(connection, options, job_id, deployment_id, region)
+    args = (job_id, deployment_id, region)
+    # The row is run by name in another process: check here, against the workflow itself,
+    # that these are the arguments it takes (a changed signature fails at enqueue, loudly).
+    _CERTIFY_SIGNATURE.bind(None, *args)
+    client.enqueue_in_transaction(connection, options, *args)
+
+
+_CERTIFY_SIGNATURE = inspect.signature(CertificationWorkflow.certify)
 
 
 def adopt_legacy_certifications(engine: Engine) -> int:
