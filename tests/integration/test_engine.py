@@ -245,3 +245,60 @@ async def test_a_provider_that_cannot_be_built_is_a_classified_failure(
     assert outcome.score.error_category is ErrorCategory.AUTHENTICATION_ERROR
     assert "MODELCERT_TEST_MISSING_KEY" in (outcome.score.error_message or "")
     assert not outcome.simulated
+
+
+def test_a_worker_runs_at_most_its_concurrency_across_regions(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    enqueuer: Enqueuer,
+    start_worker: StartWorker,
+) -> None:
+    """CERTIFICATION_CONCURRENCY bounds one worker's certifications in flight, all its
+    region queues together; the worker's in-flight view (/health) sees them."""
+    with transaction(factory) as session:
+        repo.add_provider(
+            session, slug="lab", kind="sim", regions=["us-east-1", "eu-west-1"], config={}
+        )
+        for index in range(3):
+            repo.add_deployment(
+                session,
+                provider_slug="lab",
+                provider_model_id=f"m{index}",
+                options={"profile": "healthy-fast", "latency_ms": 40},
+            )
+    targets = [(f"lab/m{i}", region) for i in range(3) for region in ("us-east-1", "eu-west-1")]
+    job = enqueuer.enqueue(factory, targets, kind=JobKind.MULTIPLE)
+    assert job.job_id
+    worker = start_worker(regions=("us-east-1", "eu-west-1"), certification_concurrency=2)
+    seen: set[int] = set()
+    while worker.pending_work():
+        seen.add(len(worker.in_flight))
+        status, health = worker_health(worker.health.port)
+        assert status in (200, 503) and health["in_flight_count"] <= 2
+        time.sleep(0.02)
+    worker.drain()
+    assert max(seen) == 2, seen  # never more, and the registry really tracked them
+    with factory() as session:
+        runs = list(session.scalars(select(CertificationRun)))
+    assert len(runs) == 6
+    events: list[tuple[Any, int]] = []
+    for run in runs:
+        assert run.started_at is not None and run.completed_at is not None
+        events += [(run.started_at, 1), (run.completed_at, -1)]
+    running = peak = 0
+    for _, change in sorted(events, key=lambda e: (e[0], e[1])):  # ends first on ties
+        running += change
+        peak = max(peak, running)
+    assert peak <= 2, peak
+
+
+def worker_health(port: int) -> tuple[int, Any]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")

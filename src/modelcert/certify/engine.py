@@ -225,10 +225,12 @@ class CertificationEngine:
     ) -> None:
         self.store = store
         self.settings = settings
-        self.providers = providers or ProviderPool()
-        self.gates = gates or ThrottleGates()
-        self.in_flight = in_flight or InFlight()
-        self.timing = timing or Timing.from_settings(settings)
+        # `is None`, not `or`: an empty InFlight is falsy (it has a length), and dropping
+        # the worker's own would lift its CERTIFICATION_CONCURRENCY limit.
+        self.providers = ProviderPool() if providers is None else providers
+        self.gates = ThrottleGates() if gates is None else gates
+        self.in_flight = InFlight() if in_flight is None else in_flight
+        self.timing = Timing.from_settings(settings) if timing is None else timing
         self.executor_id = executor_id
 
     async def aclose(self) -> None:

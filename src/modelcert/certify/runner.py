@@ -149,6 +149,12 @@ class _Context:
     async def sleep(self, seconds: float) -> None:
         await self.sleep_fn(seconds)
 
+    def _quota_serving(self) -> bool:
+        """Whether the quota answered anyone here recently: then a 429 means "take your
+        turn" (waited out); else it is the endpoint refusing (retried, then failed)."""
+        assert self.gate is not None
+        return self.gate.serving(within_s=max(self.timeout_s, self.policy.max_throttle_s))
+
     def _took_turn(self, seconds: float) -> None:
         """Waited behind a quota that serves others: not the endpoint's time."""
         extra = min(seconds, max(0.0, self.policy.max_throttle_s - self._queued_s))
@@ -158,7 +164,7 @@ class _Context:
     async def _take_turn(self, last: ProviderError | None) -> None:
         """Wait for this call's turn at the quota's gate, no longer than the test may."""
         assert self.gate is not None
-        serving = self.gate.serving(within_s=self.timeout_s)
+        serving = self._quota_serving()
         limit = max(0.0, self.remaining())
         if serving:  # taking turns at a working quota has its own budget
             limit += max(0.0, self.policy.max_throttle_s - self._queued_s)
@@ -231,7 +237,7 @@ class _Context:
                     queued_out = self._queued_s >= self.policy.max_throttle_s
                     # A quota serving nobody is the endpoint refusing: retried like any
                     # temporary failure, within the count and the budget.
-                    refused = not self.gate.serving(within_s=self.timeout_s) and (
+                    refused = not self._quota_serving() and (
                         retry > self.policy.max_retries or delay >= self.remaining()
                     )
                     if queued_out or refused:
