@@ -33,8 +33,15 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
+# The suite runs in PYTEST_WORKERS pytest-xdist processes (4 was the quickest on two cores:
+# its tests mostly wait on workers, processes and sockets); `--dist loadgroup` keeps each
+# xdist_group's tests in one of them (tests/conftest.py: the llama.cpp server starts once).
+# PYTEST_WORKERS=0 runs it in this one process; PYTEST_ARGS passes anything else, e.g.
+# make pytest PYTEST_ARGS="-k queue". (`python -m pytest FILE` needs neither.)
+PYTEST_WORKERS ?= 4
+
 pytest: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

@@ -23,7 +23,7 @@ from modelcert.store import api_keys, db, repo
 from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from tests.support.chromium import CHROMEDRIVER, CHROMIUM, start_chromium
-from tests.support.workers import WorkerProcess, free_port
+from tests.support.workers import free_port, test_worker
 
 REQUIRE_BROWSER = os.environ.get("MODELCERT_REQUIRE_BROWSER") == "1"
 REGIONS = ("us-east-1", "eu-west-1")
@@ -73,7 +73,7 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
         except urllib.error.HTTPError:
             return  # it answers
         except OSError:
-            time.sleep(0.2)
+            time.sleep(0.05)
     raise RuntimeError(f"API not answering: {log.read_text()[-3000:]}")
 
 
@@ -115,10 +115,12 @@ def service(chromium_paths: tuple[str, str], tmp_path: Path) -> Iterator[Service
         stderr=subprocess.STDOUT,
         env=env,
     )
-    worker = WorkerProcess(database_url, "browser-worker", tmp_path, regions=REGIONS)
+    # Both processes start at once: the worker's start-up overlaps the API's.
+    worker = test_worker(database_url, "browser-worker", tmp_path, regions=REGIONS)
     try:
+        worker.spawn()
         _wait_http(f"http://127.0.0.1:{port}/dashboard/login", api, log_path)
-        worker.start()
+        worker.wait_ready()
         yield Service(
             url=f"http://127.0.0.1:{port}",
             database_url=database_url,
@@ -128,8 +130,8 @@ def service(chromium_paths: tuple[str, str], tmp_path: Path) -> Iterator[Service
             processes=[api],
         )
     finally:
+        api.terminate()  # both stop at once
         worker.stop()
-        api.terminate()
         try:
             api.wait(timeout=20)
         except subprocess.TimeoutExpired:

@@ -142,7 +142,7 @@ def test_operator_certifies_sees_a_failure_explained_retries_and_pauses_a_region
     click(driver, "button[data-action=recertify]")
     wait_until(lambda: "/dashboard/jobs/" in driver.current_url, what="the re-certify job")
     paused_job = driver.current_url
-    time.sleep(2.0)  # the worker polls every 0.1 s: it would have started by now
+    time.sleep(1.0)  # the worker polls every 0.1 s: ten polls, it would have started by now
     driver.get(paused_job)
     assert "QUEUED" in text_of(driver, "#job-status")
     driver.get(f"{service.url}/dashboard/")

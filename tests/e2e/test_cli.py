@@ -13,10 +13,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.store import repo
 from modelcert.store.db import transaction
+from tests.support.inprocess import FAST_AVAILABILITY_GAP_S
+
+# The commands' own waits, shortened through their settings (as the in-process tests do):
+# the pause inside the `availability` test and the retry back-off.
+FAST_ENV = {
+    "MODELCERT_AVAILABILITY_GAP_S": str(FAST_AVAILABILITY_GAP_S),
+    "MODELCERT_RETRY_BASE_MS": "10",
+    "MODELCERT_RETRY_MAX_MS": "100",
+}
 
 
 def run(db_url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELCERT_DATABASE_URL": db_url, "NO_COLOR": "1"}
+    env = {**os.environ, **FAST_ENV, "MODELCERT_DATABASE_URL": db_url, "NO_COLOR": "1"}
     return subprocess.run(
         [sys.executable, "-m", "modelcert", *args],
         capture_output=True,

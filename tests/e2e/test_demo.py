@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.e2e.test_cli import FAST_ENV
 from tests.support.workers import free_port
 
 
 def test_demo_runs_through_the_api_and_workers(tmp_path: Path) -> None:
     env = {
         **os.environ,
+        **FAST_ENV,  # the worker processes inherit it
         "MODELCERT_DATABASE_URL": f"sqlite:///{tmp_path}/demo.db",
         "WORKER_HEALTH_PORT": str(free_port()),
         "NO_COLOR": "1",

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.store import repo
 from modelcert.store.db import transaction
+from tests.conftest import SavedDatabases
 from tests.e2e.test_cli import run
 
 
@@ -37,14 +38,26 @@ def catalog_url(database_url: str, factory: sessionmaker[Session]) -> str:
 
 
 @pytest.fixture
-def certified_url(catalog_url: str) -> str:
-    """lab/quick CERTIFIED and lab/denied FAILED in us-east-1; edge/tiny never certified."""
-    for deployment in ("lab/quick", "lab/denied"):
-        done = run(catalog_url, "certify", "--deployment", deployment, "--region", "us-east-1")
-        assert done.returncode == 0, done.stderr
+def certified_url(catalog_url: str, saved_databases: SavedDatabases) -> str:
+    """lab/quick CERTIFIED and lab/denied FAILED in us-east-1; edge/tiny never certified.
+
+    Certified by the real command once per session and backend; every test then gets its
+    own copy of that database (`SavedDatabases`). Its tests share an xdist group, so that
+    "once" holds under xdist too."""
+
+    def certify() -> None:
+        for deployment in ("lab/quick", "lab/denied"):
+            done = run(catalog_url, "certify", "--deployment", deployment, "--region", "us-east-1")
+            assert done.returncode == 0, done.stderr
+
+    saved_databases.ensure("report-cli-certified", certify)
     return catalog_url
 
 
+certified = pytest.mark.xdist_group("report-cli-certified")
+
+
+@certified
 def test_json_report_and_a_passing_gate(certified_url: str) -> None:
     result = run(certified_url, "report", "--format", "json", "--require", "quick@us-east-1")
     assert result.returncode == 0, result.stderr
@@ -63,6 +76,7 @@ def test_json_report_and_a_passing_gate(certified_url: str) -> None:
     }
 
 
+@certified
 def test_the_gate_fails_naming_what_is_not_certified(certified_url: str) -> None:
     result = run(
         certified_url,
@@ -81,6 +95,7 @@ def test_the_gate_fails_naming_what_is_not_certified(certified_url: str) -> None
     assert "| lab/quick (simulated) | – | ✅ CERTIFIED 5.0 PREMIUM |" in result.stdout
 
 
+@certified
 def test_junit_to_a_file_with_filters(certified_url: str, tmp_path: Path) -> None:
     target = tmp_path / "certifications.xml"
     result = run(

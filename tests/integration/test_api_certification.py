@@ -1,12 +1,15 @@
 """The certification queue API through the real HTTP stack (FastAPI, bearer keys, the
-durable queue in the database, real worker processes), on SQLite and PostgreSQL."""
+durable queue in the database, a real worker), on SQLite and PostgreSQL.
+
+The worker runs inside the test process (`start_worker`: `modelcert.worker.main.Worker`
+with DBOS launched here), started only when a test wants its work done."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -22,18 +25,12 @@ from modelcert.store import api_keys, repo
 from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, CertificationRun, utcnow
-from tests.support.workers import WorkerProcess
+from tests.support.inprocess import StartWorker
 
 API = "/api/certification-queue"
 LAB_REGIONS = ("us-east-1", "eu-west-1")
 ALL_REGIONS = (*LAB_REGIONS, "ap-southeast-1")
 Headers = dict[str, str]
-
-
-@pytest.fixture
-def queue_settings(database_url: str) -> Settings:
-    # Must match what the worker processes read from their environment.
-    return Settings(database_url=database_url, queue_polling_interval_s=0.1)
 
 
 @pytest.fixture
@@ -60,8 +57,9 @@ def catalog(factory: sessionmaker[Session]) -> sessionmaker[Session]:
 
 
 @pytest.fixture
-def client(queue_settings: Settings, catalog: sessionmaker[Session]) -> Iterator[TestClient]:
-    with TestClient(create_app(queue_settings, session_factory=catalog)) as test_client:
+def client(settings: Settings, catalog: sessionmaker[Session]) -> Iterator[TestClient]:
+    """The API, with the worker's settings (the queues it registers are the worker's)."""
+    with TestClient(create_app(settings, session_factory=catalog)) as test_client:
         yield test_client
 
 
@@ -81,19 +79,10 @@ def viewer(catalog: sessionmaker[Session]) -> Headers:
     return new_key(catalog, "dashboard", Role.viewer)
 
 
-@pytest.fixture
-def start_worker(database_url: str, tmp_path: Path) -> Iterator[Callable[[], WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start() -> WorkerProcess:
-        name = f"api-worker-{len(started) + 1}"
-        worker = WorkerProcess(database_url, name, tmp_path, regions=ALL_REGIONS).start()
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
+@pytest.fixture(autouse=True)
+def quick_event_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The event streams look for progress every 50 ms (0.5 s in production)."""
+    monkeypatch.setattr(sse, "POLL_S", 0.05)
 
 
 def wait_for_job(client: TestClient, headers: Headers, job_id: str, timeout: float = 90) -> Any:
@@ -103,7 +92,7 @@ def wait_for_job(client: TestClient, headers: Headers, job_id: str, timeout: flo
         body = client.get(f"{API}/jobs/{job_id}", headers=headers).json()
         if body["status"] in ("COMPLETED", "CANCELLED"):
             return body
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish: {body}")
 
 
@@ -155,7 +144,7 @@ def test_a_queued_certification_waits_for_a_worker_and_streams_its_progress(
     catalog: sessionmaker[Session],
     operator: Headers,
     viewer: Headers,
-    start_worker: Callable[[], WorkerProcess],
+    start_worker: StartWorker,
 ) -> None:
     created = certify(client, operator, "lab/steady", "us-east-1")
     assert created.status_code == 201
@@ -168,7 +157,7 @@ def test_a_queued_certification_waits_for_a_worker_and_streams_its_progress(
         "normal",
     )
 
-    time.sleep(1.0)  # no worker: nothing is lost, nothing runs
+    time.sleep(0.2)  # no worker: nothing is lost, nothing runs
     job = client.get(f"{API}/jobs/{job_id}", headers=viewer).json()
     assert (job["status"], job["kind"], job["total"], job["createdBy"]) == (
         "QUEUED",
@@ -190,11 +179,17 @@ def test_a_queued_certification_waits_for_a_worker_and_streams_its_progress(
         with transaction(catalog) as session:
             status_at_first_event.append(job_summary(session, job_id)["status"])
 
-    with client.stream("GET", f"{API}/jobs/{job_id}/events", headers=viewer) as stream:
+    with (
+        ThreadPoolExecutor(1) as starter,
+        client.stream("GET", f"{API}/jobs/{job_id}/events", headers=viewer) as stream,
+    ):
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("text/event-stream")
-        start_worker()  # only now: the stream is open and waiting
+        # Only now: the stream is open and waiting. The worker starts in a thread, so that
+        # the events are read as they come while it does.
+        started = starter.submit(start_worker, regions=ALL_REGIONS, executor_id="api-worker-1")
         events = read_events(stream, note_status)
+        started.result()
 
     progress, final = events[:-1], events[-1]
     assert status_at_first_event and status_at_first_event[0] != "COMPLETED"  # live, not replayed
@@ -268,7 +263,7 @@ def test_a_cancelled_job_never_runs(
     catalog: sessionmaker[Session],
     operator: Headers,
     viewer: Headers,
-    start_worker: Callable[[], WorkerProcess],
+    start_worker: StartWorker,
 ) -> None:
     payload = {"modelIds": ["lab/quick"], "regions": list(LAB_REGIONS), "priority": "high"}
     job_id = client.post(f"{API}/certify-multiple", json=payload, headers=operator).json()["jobId"]
@@ -283,8 +278,9 @@ def test_a_cancelled_job_never_runs(
     assert twice.status_code == 409 and "already CANCELLED" in twice.json()["detail"]
     assert client.delete(f"{API}/jobs/nope", headers=operator).status_code == 404
 
-    start_worker()
+    worker = start_worker(regions=ALL_REGIONS, executor_id="api-worker-1")
     later = certify(client, operator, "lab/steady", "us-east-1").json()["jobId"]
+    worker.drain()
     assert wait_for_job(client, viewer, later)["status"] == "COMPLETED"
     # The worker served the queue, and the cancelled job's work was never started.
     assert client.get(f"{API}/jobs/{job_id}", headers=viewer).json()["status"] == "CANCELLED"
@@ -308,13 +304,13 @@ def test_after_a_batch_the_verdicts_can_be_read_page_by_page(
     client: TestClient,
     operator: Headers,
     viewer: Headers,
-    start_worker: Callable[[], WorkerProcess],
+    start_worker: StartWorker,
 ) -> None:
-    start_worker()
-    start_worker()  # the API and two workers certify the batch together
+    worker = start_worker(regions=ALL_REGIONS, executor_id="api-worker-1")
     batch = client.post(f"{API}/certify-all", json={"provider": "lab"}, headers=operator)
     assert batch.status_code == 201
     assert len(batch.json()["queued"]) == 6  # 3 deployments × 2 regions
+    worker.drain()
     done = wait_for_job(client, viewer, batch.json()["jobId"])
     assert (done["kind"], done["processed"], done["succeeded"], done["failed"]) == (
         "ALL",
@@ -324,7 +320,7 @@ def test_after_a_batch_the_verdicts_can_be_read_page_by_page(
     )
 
     executors = {row["executorId"] for row in done["certifications"]}
-    assert executors <= {"api-worker-1", "api-worker-2"} and executors
+    assert executors == {"api-worker-1"}
 
     first = page(client, viewer, "history", pageSize=4)
     assert (first["total"], first["page"], first["pageSize"], len(first["items"])) == (6, 1, 4, 4)

@@ -21,6 +21,7 @@ from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, Deployment, utcnow
 from modelcert.store.runs import RunStore
+from tests.conftest import SavedDatabases
 
 URL = "/api/reports/current"
 Headers = dict[str, str]
@@ -37,10 +38,26 @@ async def certify_all(
         await engine.aclose()
 
 
+# The tests share the certified database (below): in one xdist worker, it is made once.
+pytestmark = pytest.mark.xdist_group("api-reports")
+
+
 @pytest.fixture
-async def certified(factory: sessionmaker[Session], settings: Settings) -> sessionmaker[Session]:
+async def certified(
+    factory: sessionmaker[Session], settings: Settings, saved_databases: SavedDatabases
+) -> sessionmaker[Session]:
     """`lab` (sim) in two regions: quick CERTIFIED and denied FAILED in us-east-1, both
-    never certified in eu-west-1; `edge/tiny` certified, then expired, in ap-southeast-1."""
+    never certified in eu-west-1; `edge/tiny` certified, then expired, in ap-southeast-1.
+
+    Certified once per session and backend; every test gets its own copy of that database
+    (`SavedDatabases`)."""
+    if not saved_databases.restore("api-reports-certified"):
+        await _certify_catalog(factory, settings)
+        saved_databases.save("api-reports-certified")
+    return factory
+
+
+async def _certify_catalog(factory: sessionmaker[Session], settings: Settings) -> None:
     with transaction(factory) as session:
         repo.add_provider(session, slug="lab", kind="sim", regions=["us-east-1", "eu-west-1"])
         repo.add_provider(session, slug="edge", kind="sim", regions=["ap-southeast-1"])
@@ -67,7 +84,6 @@ async def certified(factory: sessionmaker[Session], settings: Settings) -> sessi
             .where(Certification.deployment_id == tiny)
             .values(expires_at=utcnow() - timedelta(minutes=1))
         )
-    return factory
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The web dashboard through FastAPI's TestClient, on SQLite and PostgreSQL: login with an
 API key, roles, CSRF, filters, and the operator actions against the real durable queue
-(and one real worker process where a run is needed)."""
+(and a real worker, inside the test process, where a run is needed)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from html import unescape
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelcert.api import sse
 from modelcert.api.app import create_app
 from modelcert.domain import JobKind, Priority
 from modelcert.jobs.enqueue import Enqueuer
@@ -26,15 +26,17 @@ from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, Job
 from modelcert.store.worker_models import RegionPause
-from tests.support.workers import WorkerProcess
+from modelcert.worker.main import Worker
+from tests.support.inprocess import StartWorker
 
 D = "/dashboard"
 REGIONS = ("us-east-1", "eu-west-1")
 
 
 @pytest.fixture
-def queue_settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, queue_polling_interval_s=0.1)
+def queue_settings(settings: Settings) -> Settings:
+    """What the API, the enqueuers and the in-process worker share (the queues' polling)."""
+    return settings
 
 
 @pytest.fixture
@@ -304,21 +306,14 @@ def test_job_filters(
     assert client.get(f"{D}/jobs", params={"date_from": "yesterday"}).status_code == 422
 
 
-# A failure explained, then retried (a real worker process runs the certifications)
+# A failure explained, then retried (a real worker, in this process, runs the certifications)
 
 
 @pytest.fixture
-def worker(database_url: str, tmp_path: Path) -> Iterator[Callable[[], WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start() -> WorkerProcess:
-        process = WorkerProcess(database_url, "dash-worker", tmp_path, regions=REGIONS).start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
+def worker(start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch) -> Callable[[], Worker]:
+    """Starts the worker (in this process); the job pages' streams poll every 50 ms."""
+    monkeypatch.setattr(sse, "POLL_S", 0.05)
+    return lambda: start_worker(regions=REGIONS, executor_id="dash-worker")
 
 
 def wait_for(client: TestClient, job_id: str, timeout: float = 90) -> str:
@@ -327,7 +322,7 @@ def wait_for(client: TestClient, job_id: str, timeout: float = 90) -> str:
         page = client.get(f"{D}/jobs/{job_id}").text
         if 'data-live="false"' in page:
             return page
-        time.sleep(0.3)
+        time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish")
 
 
@@ -336,12 +331,12 @@ def test_a_failure_is_explained_and_retried(
     operator: str,
     catalog: sessionmaker[Session],
     queue_settings: Settings,
-    worker: Callable[[], WorkerProcess],
+    worker: Callable[[], Worker],
 ) -> None:
     job_id = enqueue(
         queue_settings, catalog, [("lab/quick", "us-east-1"), ("lab/denied", "us-east-1")], "ops"
     )
-    worker()
+    worker().drain()
     page = wait_for(client, job_id)
     assert "Why it failed" in page
     assert "PERMISSION_ERROR" in page
@@ -382,10 +377,10 @@ def test_a_paused_region_stays_paused_when_a_worker_starts(
     operator: str,
     catalog: sessionmaker[Session],
     queue_settings: Settings,
-    worker: Callable[[], WorkerProcess],
+    worker: Callable[[], Worker],
 ) -> None:
     client.post(f"{D}/regions/eu-west-1/pause", data={"csrf_token": operator})
-    worker()  # registers its queues on start
+    started = worker()  # registers its queues on start
     # A new Enqueuer (another API or CLI process) registers the queues again too.
     job_id = enqueue(
         queue_settings, catalog, [("lab/quick", "us-east-1"), ("lab/quick", "eu-west-1")], "ops"
@@ -400,14 +395,15 @@ def test_a_paused_region_stays_paused_when_a_worker_starts(
 
     deadline = time.monotonic() + 60
     while statuses().get("us-east-1") != "CERTIFIED" and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert statuses()["us-east-1"] == "CERTIFIED"
-    time.sleep(2.0)  # the worker polls every 0.1 s: eu-west-1 would have started by now
+    # Were eu-west-1 served, the worker (polling its queues every 0.2 s) would have started
+    # its certification within five polls.
+    time.sleep(5 * queue_settings.queue_polling_interval_s)
     assert statuses()["eu-west-1"] == "QUEUED"
 
     client.post(f"{D}/regions/eu-west-1/resume", data={"csrf_token": operator})
-    deadline = time.monotonic() + 60
-    while statuses()["eu-west-1"] != "CERTIFIED" and time.monotonic() < deadline:
-        time.sleep(0.2)
+    started.drain()
+    assert statuses()["eu-west-1"] == "CERTIFIED"
     with catalog() as session:
         assert session.get(Job, job_id).status == "COMPLETED"  # type: ignore[union-attr]

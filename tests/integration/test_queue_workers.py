@@ -1,12 +1,24 @@
-"""The durable queue with real worker processes, on SQLite and on PostgreSQL."""
+"""The durable queue with real workers, on SQLite and on PostgreSQL.
+
+Most tests run the worker inside the test process (`start_worker`, a real
+`modelcert.worker.main.Worker` with DBOS launched here) and `drain()` it instead of
+waiting. Worker subprocesses (`workers`) are kept where the process boundary is the
+point: kill -9 and resume, SIGTERM grace, limits shared by two workers, and the reaper
+taking over a dead worker."""
 
 from __future__ import annotations
 
+import json
+import signal
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,19 +27,18 @@ from modelcert.jobs.cancel import cancel_job
 from modelcert.jobs.enqueue import Enqueuer
 from modelcert.jobs.job_summary import job_summary
 from modelcert.jobs.queues import WORKFLOW_NAME, dbos_table
+from modelcert.obs import metrics
 from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.db import transaction
-from modelcert.store.models import CertificationRun, TestResultRow
-from tests.support.workers import WorkerProcess
+from modelcert.store.models import CertificationRun, Job, TestResultRow
+from modelcert.worker import main as worker_main
+from modelcert.worker.main import Worker
+from tests.support.inprocess import StartWorker
+from tests.support.workers import WorkerProcess, test_worker
 
 REGIONS = ("us-east-1", "eu-west-1")
-
-
-@pytest.fixture
-def queue_settings(database_url: str) -> Settings:
-    # Must match what the worker processes read from their environment.
-    return Settings(database_url=database_url, queue_polling_interval_s=0.1)
+POLL_S = 0.1  # how often the tests look at the database while they wait
 
 
 @pytest.fixture
@@ -50,28 +61,42 @@ def catalog(factory: sessionmaker[Session]) -> sessionmaker[Session]:
     return factory
 
 
-@pytest.fixture
-def enqueuer(engine: Engine, queue_settings: Settings) -> Iterator[Enqueuer]:
-    value = Enqueuer(engine, queue_settings)
-    yield value
-    value.close()
-
-
-StartWorker = Callable[..., WorkerProcess]
+StartProcesses = Callable[..., list[WorkerProcess]]
 
 
 @pytest.fixture
-def workers(database_url: str, tmp_path: Path) -> Iterator[StartWorker]:
+def workers(settings: Settings, tmp_path: Path) -> Iterator[StartProcesses]:
+    """`workers("a", "b", **env)` starts worker processes (at once) and waits until each is
+    ready (`wait=False`: the caller does). They poll the queue as often as the in-process
+    `settings` say (what the enqueuer registered) and stop without grace unless
+    MODELCERT_SHUTDOWN_GRACE_S is given (by then their work is done; only the SIGTERM test
+    is about the grace)."""
     started: list[WorkerProcess] = []
 
-    def start(executor_id: str, **env: str) -> WorkerProcess:
-        worker = WorkerProcess(
-            database_url, executor_id, tmp_path, regions=REGIONS, env=env
-        ).start()
-        started.append(worker)
-        return worker
+    def start(*executor_ids: str, wait: bool = True, **env: str) -> list[WorkerProcess]:
+        env = {
+            "MODELCERT_QUEUE_POLL_S": str(settings.queue_polling_interval_s),
+            "MODELCERT_SHUTDOWN_GRACE_S": "0",
+            "PYTHONUNBUFFERED": "1",  # every log line in the file, even after a kill
+            **env,
+        }
+        batch = [
+            test_worker(settings.database_url, executor_id, tmp_path, regions=REGIONS, env=env)
+            for executor_id in executor_ids
+        ]
+        started.extend(batch)
+        for worker in batch:
+            worker.spawn()
+        for worker in batch:
+            if wait:
+                worker.wait_ready()
+        return batch
 
     yield start
+    # All at once: each one's shutdown overlaps the others'.
+    for worker in started:
+        if worker.running() and worker.process is not None:
+            worker.process.send_signal(signal.SIGTERM)
     for worker in started:
         worker.stop()
 
@@ -86,11 +111,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "")
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.2)
+        time.sleep(POLL_S)
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def summary(factory: sessionmaker[Session], job_id: str) -> dict[str, object]:
+def summary(factory: sessionmaker[Session], job_id: str) -> dict[str, Any]:
     with transaction(factory) as session:
         return job_summary(session, job_id)
 
@@ -99,40 +124,62 @@ def completed(factory: sessionmaker[Session], job_id: str) -> bool:
     return summary(factory, job_id)["status"] == "COMPLETED"
 
 
+def health_get(worker: Worker, path: str) -> Any:
+    """GET the in-process worker's health server over HTTP (JSON, or text for /metrics)."""
+    url = f"http://127.0.0.1:{worker.health.port}{path}"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body = response.read().decode()
+    return body if path == "/metrics" else json.loads(body)
+
+
+def sample(exposition: str, name: str, **labels: str) -> float:
+    """One sample's value in a Prometheus text exposition (0 when absent)."""
+    for family in text_string_to_metric_families(exposition):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return 0.0
+
+
 def test_jobs_wait_without_a_worker_and_complete_when_one_starts(
-    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
+    catalog: sessionmaker[Session],
+    enqueuer: Enqueuer,
+    start_worker: StartWorker,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     result = enqueuer.enqueue(catalog, [("lab/quick", r) for r in REGIONS], kind=JobKind.MULTIPLE)
     assert result.job_id and len(result.queued) == 2
-    time.sleep(1.0)
+    time.sleep(0.2)  # no worker anywhere: nothing runs, nothing is lost
     queued = summary(catalog, result.job_id)
     assert queued["status"] == "QUEUED"
-    assert {c["status"] for c in queued["certifications"]} == {"QUEUED"}  # type: ignore[union-attr]
+    assert {c["status"] for c in queued["certifications"]} == {"QUEUED"}
 
-    late = workers("w-late")
-    wait_for(lambda: completed(catalog, result.job_id or ""), what="job completion")
+    # The metrics registry is the process's: count what this job adds to it.
+    certified = {"provider": "sim", "region": "us-east-1", "status": "CERTIFIED"}
+    counter = "modelcert_certifications_total"
+    before = sample(metrics.render_metrics()[0].decode(), counter, **certified)
+    # Queue-wide counts are published every 10 s, heartbeats written every 2 s: here at once.
+    monkeypatch.setattr(worker_main, "QUEUE_COUNTS_INTERVAL_S", 0.1)
+    monkeypatch.setattr(worker_main, "HEARTBEAT_INTERVAL_S", 0.1)
+    late = start_worker(regions=REGIONS, executor_id="w-late")
+    late.drain()
+    assert completed(catalog, result.job_id)
     # The worker exports queue-wide counts and its own activity as Prometheus metrics.
+    completed_jobs = {"region": "eu-west-1", "state": "completed"}
     wait_for(
-        lambda: (
-            'modelcert_queue_jobs{region="eu-west-1",state="completed"} 1.0'
-            in late.get("/metrics")[1]
-        ),
+        lambda: sample(health_get(late, "/metrics"), "modelcert_queue_jobs", **completed_jobs) == 1,
         timeout=20,
         what="queue counts in /metrics",
     )
-    metrics_text = late.get("/metrics")[1]
-    assert (
-        'modelcert_certifications_total{provider="sim",region="us-east-1",status="CERTIFIED"}'
-        in metrics_text
-    )
-    assert late.get("/health")[1]["executor_id"] == "w-late"
+    assert sample(health_get(late, "/metrics"), counter, **certified) == before + 1
+    assert health_get(late, "/health")["executor_id"] == "w-late"
     done = summary(catalog, result.job_id)
     assert (done["processed"], done["succeeded"]) == (2, 2)
-    assert {c["executorId"] for c in done["certifications"]} == {"w-late"}  # type: ignore[union-attr]
+    assert {c["executorId"] for c in done["certifications"]} == {"w-late"}
 
 
 def test_duplicates_are_refused_while_queued_or_running(
-    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, start_worker: StartWorker
 ) -> None:
     first = enqueuer.enqueue(catalog, [("lab/steady", "us-east-1")], kind=JobKind.SINGLE)
     again = enqueuer.enqueue(
@@ -140,17 +187,18 @@ def test_duplicates_are_refused_while_queued_or_running(
     )
     assert [r.deployment for r in again.refused] == ["lab/steady"]
     assert [q.deployment for q in again.queued] == ["lab/quick"]
-    workers("w-dup")
-    wait_for(lambda: completed(catalog, first.job_id or ""), what="first job")
-    # Free again once the workflow has ended (a moment after the job's verdict is stored).
-    accepted: list[str] = []
-
-    def enqueue_again() -> bool:
-        after = enqueuer.enqueue(catalog, [("lab/steady", "us-east-1")], kind=JobKind.SINGLE)
-        accepted.extend([after.job_id] if after.job_id else [])
-        return bool(accepted)
-
-    wait_for(enqueue_again, timeout=10, what="the deduplication id to be released")
+    worker = start_worker(regions=REGIONS, executor_id="w-dup")
+    wait_for(lambda: _running_run(catalog, "w-dup", min_tests=1) is not None, what="a run")
+    running = enqueuer.enqueue(catalog, [("lab/steady", "us-east-1")], kind=JobKind.SINGLE)
+    assert [r.deployment for r in running.refused] == ["lab/steady"] and not running.job_id
+    worker.drain()
+    assert completed(catalog, first.job_id or "")
+    # Free again once the workflow has ended (drained: nothing queued or running). Queued
+    # for later, so that it does not run as the worker stops.
+    after = enqueuer.enqueue(
+        catalog, [("lab/steady", "us-east-1")], kind=JobKind.SINGLE, delay_s=3600
+    )
+    assert after.job_id and not after.refused
 
 
 def _running_run(factory: sessionmaker[Session], executor_id: str, min_tests: int) -> int | None:
@@ -173,12 +221,13 @@ def _test_rows(factory: sessionmaker[Session], run_id: int) -> dict[str, int]:
 
 
 def test_a_killed_worker_resumes_without_rerunning_completed_tests(
-    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartProcesses
 ) -> None:
     targets = [(d, r) for d in ("lab/steady", "lab/quick") for r in REGIONS]
     job = enqueuer.enqueue(catalog, targets, kind=JobKind.MULTIPLE)
-    victim = workers("w-victim")
-    workers("w-other")
+    [victim] = workers("w-victim")  # ready, it claims the whole job at once
+    # Another worker starts meanwhile (not waited for: the victim's run goes on).
+    [other] = workers("w-other", wait=False)
     run_id: int | None = None
 
     def victim_mid_run() -> bool:
@@ -190,6 +239,7 @@ def test_a_killed_worker_resumes_without_rerunning_completed_tests(
     assert run_id is not None
     before = _test_rows(catalog, run_id)
     victim.kill()
+    other.wait_ready()  # up while the victim is dead: its claimed work still waits for it
     workers("w-victim")  # the same stable executor id comes back and resumes its work
     wait_for(lambda: completed(catalog, job.job_id or ""), what="job completion after kill")
 
@@ -203,10 +253,10 @@ def test_a_killed_worker_resumes_without_rerunning_completed_tests(
 
 
 def test_sigterm_lets_the_in_flight_certification_finish(
-    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartProcesses
 ) -> None:
     job = enqueuer.enqueue(catalog, [("lab/steady", "eu-west-1")], kind=JobKind.SINGLE)
-    worker = workers("w-term")
+    [worker] = workers("w-term", MODELCERT_SHUTDOWN_GRACE_S="30")
     wait_for(lambda: _running_run(catalog, "w-term", min_tests=1) is not None, what="a run")
     assert worker.terminate() == 0
     done = summary(catalog, job.job_id or "")
@@ -215,10 +265,10 @@ def test_sigterm_lets_the_in_flight_certification_finish(
 
 
 def test_cancel_stops_a_running_certification_between_tests(
-    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, start_worker: StartWorker
 ) -> None:
     job = enqueuer.enqueue(catalog, [("lab/steady", "us-east-1")], kind=JobKind.SINGLE)
-    workers("w-cancel")
+    start_worker(regions=REGIONS, executor_id="w-cancel")
     run_id: int | None = None
 
     def running() -> bool:
@@ -230,17 +280,18 @@ def test_cancel_stops_a_running_certification_between_tests(
     at_cancel = _test_rows(catalog, run_id or 0)
     assert cancel_job(catalog, enqueuer.client, job.job_id or "") == 1
     wait_for(lambda: _run_status(catalog, run_id or 0) == "CANCELLED", what="run cancelled")
-    # The test in flight at the cancel may still finish and be stored (the availability
-    # test alone takes over 2 s), but no test starts after it.
-    time.sleep(4.0)
+    # The test in flight at the cancel may still finish and be stored (one test here is
+    # at most two 300 ms calls), but no test starts after it: were the run going on, a
+    # second would show three more tests.
+    time.sleep(1.0)
     settled = _test_rows(catalog, run_id or 0)
     assert len(settled) <= len(at_cancel) + 2  # + the one finishing as the snapshot was taken
-    time.sleep(4.0)
+    time.sleep(1.0)
     assert _test_rows(catalog, run_id or 0) == settled
     assert len(settled) < 12
     done = summary(catalog, job.job_id or "")
     assert done["status"] == "CANCELLED"
-    assert [c["status"] for c in done["certifications"]] == ["CANCELLED"]  # type: ignore[union-attr]
+    assert [c["status"] for c in done["certifications"]] == ["CANCELLED"]
 
 
 def _run_status(factory: sessionmaker[Session], run_id: int) -> str | None:
@@ -255,11 +306,9 @@ def _runs(factory: sessionmaker[Session]) -> list[CertificationRun]:
 
 
 def test_higher_priority_runs_first(
-    catalog: sessionmaker[Session], engine: Engine, database_url: str, workers: StartWorker
+    catalog: sessionmaker[Session], engine: Engine, settings: Settings, start_worker: StartWorker
 ) -> None:
-    one_at_a_time = Settings(
-        database_url=database_url, queue_polling_interval_s=0.1, certification_concurrency=1
-    )
+    one_at_a_time = settings.model_copy(update={"certification_concurrency": 1})
     enqueuer = Enqueuer(engine, one_at_a_time)
     try:
         low = enqueuer.enqueue(
@@ -273,17 +322,14 @@ def test_higher_priority_runs_first(
         )
     finally:
         enqueuer.close()
-    workers("w-prio", CERTIFICATION_CONCURRENCY="1")
-    wait_for(
-        lambda: completed(catalog, low.job_id or "") and completed(catalog, high.job_id or ""),
-        what="both jobs",
-    )
+    start_worker(regions=REGIONS, executor_id="w-prio", certification_concurrency=1).drain()
+    assert completed(catalog, low.job_id or "") and completed(catalog, high.job_id or "")
     us_east = [run for run in _runs(catalog) if run.region == "us-east-1"]
     assert [run.job_id for run in us_east] == [high.job_id, low.job_id]
 
 
 def test_region_limits_hold_across_two_workers(
-    catalog: sessionmaker[Session], engine: Engine, database_url: str, workers: StartWorker
+    catalog: sessionmaker[Session], engine: Engine, settings: Settings, workers: StartProcesses
 ) -> None:
     # Each worker may run 2, the region only 3 in all: the two workers must share.
     limits = {
@@ -291,23 +337,24 @@ def test_region_limits_hold_across_two_workers(
         "MODELCERT_REGION_START_RATE": "2",
         "CERTIFICATION_CONCURRENCY": "2",
     }
-    limited = Settings(
-        database_url=database_url,
-        queue_polling_interval_s=0.1,
-        region_concurrency=3,
-        region_start_rate_per_second=2,
-        certification_concurrency=2,
+    limited = settings.model_copy(
+        update={
+            "region_concurrency": 3,
+            "region_start_rate_per_second": 2,
+            "certification_concurrency": 2,
+        }
     )
+    # Runs of over a second (12 calls of 100 ms): one worker's 2 slots cannot take all the
+    # starts the rate allows, so both workers get work and the limits really bind.
     with transaction(catalog) as session:
         for index in range(8):
             repo.add_deployment(
                 session,
                 provider_slug="lab",
                 provider_model_id=f"m{index}",
-                options={"profile": "healthy-fast", "latency_ms": 20},
+                options={"profile": "healthy-fast", "latency_ms": 100},
             )
-    workers("w-lim-1", **limits)
-    workers("w-lim-2", **limits)
+    workers("w-lim-1", "w-lim-2", **limits)
     enqueuer = Enqueuer(engine, limited)
     try:
         job = enqueuer.enqueue(
@@ -349,11 +396,13 @@ def test_region_limits_hold_across_two_workers(
 
 
 def test_the_reaper_requeues_a_dead_workers_certifications(
-    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartProcesses
 ) -> None:
-    fast_reaper = {"MODELCERT_WORKER_DEAD_AFTER_S": "4"}
+    # Silent for 1 s is dead (the default is 60 s): the survivor, started after the kill,
+    # finds the victim's heartbeat (written every 2 s) already stale and reaps at once.
+    fast_reaper = {"MODELCERT_WORKER_DEAD_AFTER_S": "1"}
     job = enqueuer.enqueue(catalog, [("lab/steady", r) for r in REGIONS], kind=JobKind.MULTIPLE)
-    victim = workers("w-dead", **fast_reaper)
+    [victim] = workers("w-dead", **fast_reaper)
     run_id: int | None = None
 
     def mid_run() -> bool:
@@ -364,7 +413,7 @@ def test_the_reaper_requeues_a_dead_workers_certifications(
     wait_for(mid_run, what="the victim mid-certification")
     victim.kill()  # never comes back
     before = _test_rows(catalog, run_id or 0)
-    survivor = workers("w-survivor", **fast_reaper)
+    [survivor] = workers("w-survivor", **fast_reaper)
     wait_for(lambda: completed(catalog, job.job_id or ""), what="the job, after the reaper")
     after = _test_rows(catalog, run_id or 0)
     kept = [test for test, row_id in before.items() if after.get(test) == row_id]
@@ -383,15 +432,49 @@ def test_the_reaper_requeues_a_dead_workers_certifications(
     assert 4 in priorities and set(priorities) <= {4, 5}, rows
 
 
-def test_certification_timeout_counts_from_the_start_and_still_gives_a_verdict(
-    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartWorker
+def test_the_certification_timeout_counts_from_the_start_and_makes_the_run_incomplete(
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, start_worker: StartWorker
 ) -> None:
     job = enqueuer.enqueue(catalog, [("lab/steady", "us-east-1")], kind=JobKind.SINGLE)
-    workers("w-timeout", CERTIFICATION_TIMEOUT="2500")  # ms; a full run takes ~6 s
-    wait_for(lambda: completed(catalog, job.job_id or ""), what="the job, despite the timeout")
-    run = _runs(catalog)[-1]
+    assert job.job_id
+    # The job waited in the queue an hour, far longer than the timeout: time is injected
+    # (the job's and its workflow's enqueue times moved back), not waited for.
+    an_hour = timedelta(hours=1)
     with transaction(catalog) as session:
-        rows = session.scalars(select(TestResultRow).where(TestResultRow.run_id == run.id)).all()
-        skipped = [r for r in rows if "CERTIFICATION_TIMEOUT (2.5 s)" in (r.detail or "")]
-    assert skipped and run.status in ("CERTIFIED", "QUALITY_WARNING", "FAILED", "ERROR")
-    assert run.tests_skipped == len(skipped)
+        table = dbos_table(session.get_bind().dialect.name, "workflow_status")
+        session.execute(
+            text(f"UPDATE {table} SET created_at = created_at - :ms WHERE workflow_uuid LIKE :j"),
+            {"ms": int(an_hour.total_seconds() * 1000), "j": f"{job.job_id}:%"},
+        )
+        queued = session.get(Job, job.job_id)
+        assert queued is not None
+        queued.created_at -= an_hour
+    # 1.5 s; a full run of `steady` (12 tests, 300 ms calls) takes over 4 s.
+    start_worker(regions=REGIONS, executor_id="w-timeout", certification_timeout_ms=1500).drain()
+
+    done = summary(catalog, job.job_id)
+    assert (done["status"], done["processed"], done["succeeded"]) == ("COMPLETED", 1, 0)
+    [run] = _runs(catalog)
+    assert run.status == "INCOMPLETE" and done["certifications"][0]["status"] == "INCOMPLETE"
+    assert (run.rating, run.badge) == (None, None)
+    assert "CERTIFICATION_TIMEOUT" in (run.error_message or "")
+    with transaction(catalog) as session:
+        rows = session.scalars(
+            select(TestResultRow)
+            .where(TestResultRow.run_id == run.id)
+            .order_by(TestResultRow.position)
+        ).all()
+        job_row = session.get(Job, job.job_id)
+        assert job_row is not None
+        queued_for = run.started_at - job_row.created_at  # type: ignore[operator]
+    outcomes = [row.outcome for row in rows]
+    not_run = [row for row in rows if row.outcome == "NOT_RUN"]
+    # Tests ran (the budget started with the run, not an hour earlier with the enqueue),
+    # for the whole budget; every test after the cut is NOT_RUN, with the reason.
+    assert queued_for >= an_hour
+    assert "PASSED" in outcomes and not_run and len(outcomes) == 12, outcomes
+    cut = outcomes.index("NOT_RUN")
+    assert cut > 0 and set(outcomes[cut:]) == {"NOT_RUN"}, outcomes
+    assert all("CERTIFICATION_TIMEOUT (1.5 s)" in (row.detail or "") for row in not_run)
+    ran_for = (run.completed_at - run.started_at).total_seconds()  # type: ignore[operator]
+    assert ran_for >= 1.5, ran_for

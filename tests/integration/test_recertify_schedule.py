@@ -1,10 +1,12 @@
-"""Scheduled re-certification with real worker processes, on SQLite and PostgreSQL: a
-schedule firing every second re-queues an expiring certification once, at low priority,
-and two workers running the same schedule still run each tick once."""
+"""Scheduled re-certification with real workers, on SQLite and PostgreSQL: a schedule
+firing every second re-queues an expiring certification once, at low priority, and two
+worker processes running the same schedule still run each tick once (two DBOS runtimes:
+two processes). What one worker shows runs in the test process."""
 
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -18,27 +20,47 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelcert.domain import Priority
 from modelcert.jobs.queues import PRIORITY_VALUES, dbos_table
 from modelcert.jobs.schedule import SCHEDULE_NAME, TICK_WORKFLOW_NAME
+from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, Job, utcnow
-from tests.support.workers import WorkerProcess
+from tests.support.inprocess import in_process_workers
+from tests.support.workers import WorkerProcess, test_worker
 
 REGIONS = ("us-east-1", "eu-west-1")
 EVERY_SECOND = "* * * * * *"  # DBOS's cron takes an optional seconds field first
 
-StartWorker = Callable[..., WorkerProcess]
+StartWorker = Callable[..., list[WorkerProcess]]
 
 
 @pytest.fixture
-def workers(database_url: str, tmp_path: Path) -> Iterator[StartWorker]:
+def workers(settings: Settings, tmp_path: Path) -> Iterator[StartWorker]:
+    """`workers("a", "b", **env)`: worker processes, started at once, each waited for; they
+    poll as often as the in-process `settings` say and stop without grace at the end."""
     started: list[WorkerProcess] = []
 
-    def start(executor_id: str, **env: str) -> WorkerProcess:
-        worker = WorkerProcess(database_url, executor_id, tmp_path, regions=REGIONS, env=env)
-        started.append(worker)
-        return worker.start()
+    def start(*executor_ids: str, **env: str) -> list[WorkerProcess]:
+        env = {
+            "MODELCERT_QUEUE_POLL_S": str(settings.queue_polling_interval_s),
+            "MODELCERT_SHUTDOWN_GRACE_S": "0",
+            "PYTHONUNBUFFERED": "1",  # every log line in the file, even after a kill
+            **env,
+        }
+        batch = [
+            test_worker(settings.database_url, executor_id, tmp_path, regions=REGIONS, env=env)
+            for executor_id in executor_ids
+        ]
+        started.extend(batch)
+        for worker in batch:
+            worker.spawn()
+        for worker in batch:
+            worker.wait_ready()
+        return batch
 
     yield start
+    for worker in started:  # all at once: their shutdowns overlap
+        if worker.running() and worker.process is not None:
+            worker.process.send_signal(signal.SIGTERM)
     for worker in started:
         worker.stop()
 
@@ -80,7 +102,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "")
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -105,15 +127,20 @@ def test_an_expiring_certification_is_requeued_once_at_low_priority_and_complete
         _certify(session, retired.id, "us-east-1", now + timedelta(hours=2))  # inactive
     before = _expiries(factory)
 
-    first = workers("w-sched-1", MODELCERT_RECERTIFY_SCHEDULE=EVERY_SECOND)
-    second = workers("w-sched-2", MODELCERT_RECERTIFY_SCHEDULE=EVERY_SECOND)
+    first, second = workers("w-sched-1", "w-sched-2", MODELCERT_RECERTIFY_SCHEDULE=EVERY_SECOND)
 
     def recertified() -> bool:
         jobs = _scheduler_jobs(factory)
         return bool(jobs) and jobs[0].status == "COMPLETED"
 
     wait_for(recertified, what="the scheduled re-certification to complete")
-    time.sleep(3)  # a few more ticks: nothing else is due
+    # A few more ticks, at least two after the certification: nothing else is due.
+    seen = len(_ticks(first.log(), second.log()))
+    wait_for(
+        lambda: len(_ticks(first.log(), second.log())) >= max(4, seen + 2),
+        timeout=30,
+        what="more ticks",
+    )
 
     [job] = _scheduler_jobs(factory)
     assert (job.kind, job.priority, job.total, job.succeeded) == ("RECERTIFY", "low", 1, 1)
@@ -150,20 +177,23 @@ def test_an_expiring_certification_is_requeued_once_at_low_priority_and_complete
 
 
 def test_a_bad_cron_stops_the_worker_with_the_variable_named(workers: StartWorker) -> None:
+    # A process: what `modelcert worker` says about its environment before it exits.
     with pytest.raises(RuntimeError, match="MODELCERT_RECERTIFY_SCHEDULE: must be a cron"):
         workers("w-bad-cron", MODELCERT_RECERTIFY_SCHEDULE="every ten minutes")
 
 
 def test_off_removes_the_stored_schedule(
-    factory: sessionmaker[Session], workers: StartWorker
+    factory: sessionmaker[Session], settings: Settings
 ) -> None:
     def schedules() -> list[str]:
         with factory() as session:
             table = dbos_table(session.get_bind().dialect.name, "workflow_schedules")
             return list(session.execute(text(f"SELECT schedule_name FROM {table}")).scalars())
 
-    on = workers("w-on", MODELCERT_RECERTIFY_SCHEDULE="*/10 * * * *")
-    assert schedules() == [SCHEDULE_NAME]
-    on.stop()
-    workers("w-off", MODELCERT_RECERTIFY_SCHEDULE="off")
-    assert schedules() == []
+    # One worker after the other, in this process (one DBOS runtime at a time).
+    with in_process_workers(settings) as start:
+        start(regions=REGIONS, executor_id="w-on", recertify_schedule="*/10 * * * *")
+        assert schedules() == [SCHEDULE_NAME]
+    with in_process_workers(settings) as start:
+        start(regions=REGIONS, executor_id="w-off", recertify_schedule="off")
+        assert schedules() == []

