@@ -153,7 +153,8 @@ def test_one_models_429s_never_slow_another_model_of_the_same_provider(
 async def test_a_dead_endpoint_gets_its_verdict_within_two_and_a_half_test_timeouts(
     factory: sessionmaker[Session], settings: Settings, kind: str, category: ErrorCategory
 ) -> None:
-    budget_s = 1.0
+    # 2 s: on a saturated machine a refused connection must not take a whole budget.
+    budget_s = 2.0
     with transaction(factory) as session:
         if kind == "refuses-connections":
             repo.add_provider(

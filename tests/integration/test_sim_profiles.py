@@ -182,3 +182,23 @@ async def test_a_renewal_keeps_the_verdict_it_renews_valid_until_it_ends(
         assert cert.status == "CANCELLED" and cert.is_valid(now)
         assert cert.expires_at is not None
         assert not cert.is_valid(cert.expires_at)  # and it still expires
+
+
+async def test_an_interruption_while_the_run_opens_leaves_nothing_running(
+    factory: sessionmaker[Session], settings: Settings
+) -> None:
+    import asyncio
+
+    with transaction(factory) as session:
+        seed_demo_catalog(session)
+    for _ in range(5):  # the interruption lands at various points of the opening
+        task = asyncio.create_task(certify_here(settings, "sim/aurora-fast", "us-east-1"))
+        await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    with factory() as session:
+        statuses = [run.status for run in session.scalars(select(CertificationRun))]
+        cert = session.scalars(select(Certification)).first()
+    assert "RUNNING" not in statuses, statuses
+    assert cert is None or cert.status != "RUNNING"

@@ -253,7 +253,7 @@ class CertificationEngine:
             # CERTIFICATION_TIMEOUT counts from here, once this process has a slot for the
             # run (waiting for one is not running).
             started = time.monotonic()
-            prepared = await steps.prepare(request)
+            prepared = await self._prepare_through(steps, request, started)
             plan = prepared.plan
             region = plan.target.region
             log_event(
@@ -296,6 +296,25 @@ class CertificationEngine:
         event = "completed" if score.status.is_valid_verdict else "failed"
         log_event(event, run_key=key, **outcome.summary())
         return outcome
+
+    async def _prepare_through(
+        self, steps: CertificationSteps, request: CertificationRequest, started: float
+    ) -> PreparedRun:
+        if steps.durable:
+            return await steps.prepare(request)
+        # In-process, an interruption (Ctrl+C) may land while the run is being opened in a
+        # thread, which cannot be stopped: let it finish, then close the run it opened
+        # (CANCELLED) rather than leave it RUNNING for good.
+        opening = asyncio.ensure_future(steps.prepare(request))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            try:
+                prepared = await opening
+            except Exception:
+                raise asyncio.CancelledError() from None
+            self._abort_now(prepared, CertificationStatus.CANCELLED, "cancelled", started)
+            raise
 
     async def _run_tests(
         self,

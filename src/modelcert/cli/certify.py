@@ -10,14 +10,12 @@ from typing import Annotated
 
 import typer
 
-from modelcert.certify.engine import CertificationEngine, CertificationOutcome, CertificationRequest
 from modelcert.cli import render
 from modelcert.cli.common import console, run, session_factory
 from modelcert.domain import TestResult
 from modelcert.errors import UserError
 from modelcert.settings import get_settings
 from modelcert.store import db, repo
-from modelcert.store.runs import RunStore
 
 
 def _progress_printer(label: str, region: str) -> Callable[[int, int, TestResult], None]:
@@ -36,6 +34,14 @@ def certify_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Run one certification in-process and print its tests and verdict."""
+    # Imported here: `modelcert --help` and the other commands need none of the engine.
+    from modelcert.certify.engine import (
+        CertificationEngine,
+        CertificationOutcome,
+        CertificationRequest,
+    )
+    from modelcert.store.runs import RunStore
+
     settings = get_settings()
     engine = CertificationEngine(RunStore(session_factory()), settings)
     callback = None if as_json else _progress_printer(deployment, region)

@@ -19,15 +19,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from modelcert.catalog.demo import DEMO_DEPLOYMENTS, DEMO_PROVIDER, DEMO_REGIONS, seed_demo_catalog
-from modelcert.certify.engine import CertificationEngine, CertificationRequest, InFlight
 from modelcert.cli import render
 from modelcert.cli.common import console as cli_console
 from modelcert.cli.common import run, session_factory
-from modelcert.cli.launcher import LocalCluster
 from modelcert.errors import UserError
 from modelcert.settings import Settings, get_settings
 from modelcert.store import api_keys, db, repo
-from modelcert.store.runs import RunStore
 
 LOG_DIR = Path(".modelcert/logs")
 
@@ -50,6 +47,9 @@ def demo_command(
 
 def demo_in_process(concurrency: int) -> None:
     """The demo catalog certified by the engine in this process, `concurrency` at once."""
+    from modelcert.certify.engine import CertificationEngine, CertificationRequest, InFlight
+    from modelcert.store.runs import RunStore
+
     settings = get_settings()
     factory = session_factory(migrate=True)
     with db.transaction(factory) as session:
@@ -108,6 +108,9 @@ def run_demo(
     port: int = 8000,
     serve: bool = False,
 ) -> None:
+    """The demo through the service: API and worker processes, a batch over HTTP."""
+    from modelcert.cli.launcher import LocalCluster  # the API app: only this command needs it
+
     engine = db.make_engine(settings.database_url)
     db.upgrade(engine)
     factory = db.make_session_factory(engine)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from modelcert.certify.engine import CertificationOutcome
 from modelcert.domain import Score, TestResult
-from modelcert.store.models import Certification, Deployment
+
+if TYPE_CHECKING:  # the CLI starts faster without the engine's and the ORM's imports
+    from modelcert.certify.engine import CertificationOutcome
+    from modelcert.store.models import Certification, Deployment
 
 STATUS_STYLE = {
     "CERTIFIED": "bold green",

@@ -81,6 +81,8 @@ class WorkerProcess:
             self.process = subprocess.Popen(self.args(), env=env, cwd=self.cwd)
             return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Line by line: a worker killed with SIGKILL keeps its last lines in the file.
+        env["PYTHONUNBUFFERED"] = "1"
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.args(), stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd
