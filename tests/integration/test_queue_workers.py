@@ -9,7 +9,6 @@ taking over a dead worker."""
 from __future__ import annotations
 
 import json
-import signal
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -35,7 +34,7 @@ from modelcert.store.models import CertificationRun, Job, TestResultRow
 from modelcert.worker import main as worker_main
 from modelcert.worker.main import Worker
 from tests.support.inprocess import StartWorker
-from tests.support.workers import WorkerProcess, test_worker
+from tests.support.workers import StartProcesses, worker_processes
 
 REGIONS = ("us-east-1", "eu-west-1")
 POLL_S = 0.1  # how often the tests look at the database while they wait
@@ -61,44 +60,10 @@ def catalog(factory: sessionmaker[Session]) -> sessionmaker[Session]:
     return factory
 
 
-StartProcesses = Callable[..., list[WorkerProcess]]
-
-
 @pytest.fixture
 def workers(settings: Settings, tmp_path: Path) -> Iterator[StartProcesses]:
-    """`workers("a", "b", **env)` starts worker processes (at once) and waits until each is
-    ready (`wait=False`: the caller does). They poll the queue as often as the in-process
-    `settings` say (what the enqueuer registered) and stop without grace unless
-    MODELCERT_SHUTDOWN_GRACE_S is given (by then their work is done; only the SIGTERM test
-    is about the grace)."""
-    started: list[WorkerProcess] = []
-
-    def start(*executor_ids: str, wait: bool = True, **env: str) -> list[WorkerProcess]:
-        env = {
-            "MODELCERT_QUEUE_POLL_S": str(settings.queue_polling_interval_s),
-            "MODELCERT_SHUTDOWN_GRACE_S": "0",
-            "PYTHONUNBUFFERED": "1",  # every log line in the file, even after a kill
-            **env,
-        }
-        batch = [
-            test_worker(settings.database_url, executor_id, tmp_path, regions=REGIONS, env=env)
-            for executor_id in executor_ids
-        ]
-        started.extend(batch)
-        for worker in batch:
-            worker.spawn()
-        for worker in batch:
-            if wait:
-                worker.wait_ready()
-        return batch
-
-    yield start
-    # All at once: each one's shutdown overlaps the others'.
-    for worker in started:
-        if worker.running() and worker.process is not None:
-            worker.process.send_signal(signal.SIGTERM)
-    for worker in started:
-        worker.stop()
+    with worker_processes(settings, tmp_path, REGIONS) as start:
+        yield start
 
 
 def dialect_is_sqlite(factory: sessionmaker[Session]) -> bool:

@@ -6,7 +6,6 @@ two processes). What one worker shows runs in the test process."""
 from __future__ import annotations
 
 import json
-import signal
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -25,44 +24,16 @@ from modelcert.store import repo
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, Job, utcnow
 from tests.support.inprocess import in_process_workers
-from tests.support.workers import WorkerProcess, test_worker
+from tests.support.workers import StartProcesses, worker_processes
 
 REGIONS = ("us-east-1", "eu-west-1")
 EVERY_SECOND = "* * * * * *"  # DBOS's cron takes an optional seconds field first
 
-StartWorker = Callable[..., list[WorkerProcess]]
-
 
 @pytest.fixture
-def workers(settings: Settings, tmp_path: Path) -> Iterator[StartWorker]:
-    """`workers("a", "b", **env)`: worker processes, started at once, each waited for; they
-    poll as often as the in-process `settings` say and stop without grace at the end."""
-    started: list[WorkerProcess] = []
-
-    def start(*executor_ids: str, **env: str) -> list[WorkerProcess]:
-        env = {
-            "MODELCERT_QUEUE_POLL_S": str(settings.queue_polling_interval_s),
-            "MODELCERT_SHUTDOWN_GRACE_S": "0",
-            "PYTHONUNBUFFERED": "1",  # every log line in the file, even after a kill
-            **env,
-        }
-        batch = [
-            test_worker(settings.database_url, executor_id, tmp_path, regions=REGIONS, env=env)
-            for executor_id in executor_ids
-        ]
-        started.extend(batch)
-        for worker in batch:
-            worker.spawn()
-        for worker in batch:
-            worker.wait_ready()
-        return batch
-
-    yield start
-    for worker in started:  # all at once: their shutdowns overlap
-        if worker.running() and worker.process is not None:
-            worker.process.send_signal(signal.SIGTERM)
-    for worker in started:
-        worker.stop()
+def workers(settings: Settings, tmp_path: Path) -> Iterator[StartProcesses]:
+    with worker_processes(settings, tmp_path, REGIONS) as start:
+        yield start
 
 
 def _certify(session: Session, deployment_id: int, region: str, expires_at: datetime) -> None:
@@ -107,7 +78,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "")
 
 
 def test_an_expiring_certification_is_requeued_once_at_low_priority_and_completes(
-    factory: sessionmaker[Session], workers: StartWorker
+    factory: sessionmaker[Session], workers: StartProcesses
 ) -> None:
     now = utcnow()
     with transaction(factory) as session:
@@ -176,7 +147,7 @@ def test_an_expiring_certification_is_requeued_once_at_low_priority_and_complete
     assert [t["queued_targets"] for t in ticks if t["queued"]] == [["lab/quick@us-east-1"]]
 
 
-def test_a_bad_cron_stops_the_worker_with_the_variable_named(workers: StartWorker) -> None:
+def test_a_bad_cron_stops_the_worker_with_the_variable_named(workers: StartProcesses) -> None:
     # A process: what `modelcert worker` says about its environment before it exits.
     with pytest.raises(RuntimeError, match="MODELCERT_RECERTIFY_SCHEDULE: must be a cron"):
         workers("w-bad-cron", MODELCERT_RECERTIFY_SCHEDULE="every ten minutes")

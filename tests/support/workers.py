@@ -4,12 +4,16 @@ two workers at once): the harness `modelcert up` and the benchmarks use
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from modelcert.settings import Settings
 from modelcert.worker.process import WorkerProcess, free_port
 from tests.support.inprocess import FAST_AVAILABILITY_GAP_S
 
-__all__ = ["WorkerProcess", "free_port", "test_worker"]
+__all__ = ["StartProcesses", "WorkerProcess", "free_port", "test_worker", "worker_processes"]
 
 # What every test worker process reads from its environment (the tests' own Settings must
 # agree where they enqueue: the enqueuer re-registers each region queue).
@@ -42,3 +46,44 @@ def test_worker(
 
 
 test_worker.__test__ = False  # type: ignore[attr-defined]  # a factory, not a pytest test
+
+
+StartProcesses = Callable[..., list[WorkerProcess]]
+
+
+@contextmanager
+def worker_processes(
+    settings: Settings, log_dir: Path, regions: tuple[str, ...]
+) -> Iterator[StartProcesses]:
+    """`start("a", "b", wait=True, **env)` starts worker processes at once and (unless
+    `wait=False`) waits until each is ready. They poll the queues as often as `settings`
+    say (what the test's enqueuer registered) and stop without grace unless
+    MODELCERT_SHUTDOWN_GRACE_S is given; on exit every one is stopped, all at once."""
+    started: list[WorkerProcess] = []
+
+    def start(*executor_ids: str, wait: bool = True, **env: str) -> list[WorkerProcess]:
+        env = {
+            "MODELCERT_QUEUE_POLL_S": str(settings.queue_polling_interval_s),
+            "MODELCERT_SHUTDOWN_GRACE_S": "0",
+            **env,
+        }
+        batch = [
+            test_worker(settings.database_url, executor_id, log_dir, regions=regions, env=env)
+            for executor_id in executor_ids
+        ]
+        started.extend(batch)
+        for worker in batch:
+            worker.spawn()
+        if wait:
+            for worker in batch:
+                worker.wait_ready()
+        return batch
+
+    try:
+        yield start
+    finally:
+        for worker in started:  # all at once: their shutdowns overlap
+            if worker.running() and worker.process is not None:
+                worker.process.send_signal(signal.SIGTERM)
+        for worker in started:
+            worker.stop()
