@@ -303,3 +303,52 @@ def worker_health(port: int) -> tuple[int, Any]:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.mark.parametrize("callback", ["plain", "coroutine"])
+def test_progress_sees_every_test_in_order_as_it_ends(
+    factory: sessionmaker[Session], settings: Settings, callback: str
+) -> None:
+    """`modelcert certify` shows progress through on_result: every planned test, skipped
+    ones too, in plan order, a test that ran once its row is stored (skips are stored
+    with the verdict); a coroutine callback is awaited."""
+    import asyncio
+
+    from modelcert.certify.engine import CertificationEngine, CertificationRequest
+    from modelcert.store.runs import RunStore
+
+    add_lab(factory, steady={}, dead={"profile": "access-denied"})
+    seen: list[tuple[str, int, int, str]] = []
+
+    def plain(position: int, total: int, result: Any) -> None:
+        if result.outcome.value != "SKIPPED":  # a test that ran is stored before it is told
+            with factory() as session:
+                stored = session.scalar(
+                    select(TestResultRow).order_by(TestResultRow.id.desc()).limit(1)
+                )
+            assert stored is not None
+            assert (stored.test_id, stored.position) == (result.test_id, position)
+        seen.append((model, position, total, result.outcome.value))
+
+    async def coroutine(position: int, total: int, result: Any) -> None:
+        await asyncio.sleep(0)
+        plain(position, total, result)
+
+    async def certify(deployment: str) -> None:
+        engine = CertificationEngine(RunStore(factory), settings)
+        try:
+            await engine.certify(
+                CertificationRequest(deployment, REGION),
+                on_result=plain if callback == "plain" else coroutine,
+            )
+        finally:
+            await engine.aclose()
+
+    for model in ("steady", "dead"):
+        asyncio.run(certify(f"lab/{model}"))
+    for model in ("steady", "dead"):
+        mine = [s for s in seen if s[0] == model]
+        assert [s[1] for s in mine] == list(range(12))
+        assert all(s[2] == 12 for s in mine)
+    assert {s[3] for s in seen if s[0] == "steady"} == {"PASSED"}
+    assert "SKIPPED" in {s[3] for s in seen if s[0] == "dead"}
