@@ -1,15 +1,27 @@
-"""Errors as JSON a client can act on: the message, and the field it is about."""
+"""Errors as JSON a client can act on: the message, and the field it is about; and 503
+with Retry-After, not a 500, while the database is out of reach."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelcert.errors import NotFoundError, UserError
+from modelcert.store.outage import describe_outage, is_database_unavailable
+
+log = logging.getLogger(__name__)
+
+# What a client is told to wait before trying again while the database is unavailable.
+RETRY_AFTER_S = 5
+DATABASE_UNAVAILABLE = (
+    f"database unavailable: the service cannot reach its database; retry in {RETRY_AFTER_S} s"
+)
 
 # The first element of a validation error's location says where the value came from.
 _SOURCES = {"body", "query", "path", "header", "cookie"}
@@ -50,7 +62,58 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     )
 
 
+def database_unavailable_response(detail: str = DATABASE_UNAVAILABLE) -> JSONResponse:
+    """503 `{"detail": …}` with `Retry-After`: what any route answers during an outage."""
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": detail},
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+class DatabaseOutageMiddleware:
+    """Turns an error that means "the database is out of reach" (`store.outage`), raised
+    anywhere in a request (the API-key lookup, a dashboard page, a route, the queue
+    client), into a 503 with Retry-After and one log line, instead of a 500 and a
+    traceback. Every other error goes on to the server's own 500 handling, unchanged.
+
+    A middleware rather than an exception handler: it sees the errors a library raised
+    from a driver error (DBOS) too, and those of any type; and Starlette's handler for
+    `Exception` would re-raise (and log the traceback) after answering."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception as exc:
+            # Once a response has started (a stream) it cannot become a 503.
+            if started or not is_database_unavailable(exc):
+                raise
+            log.warning(
+                "%s %s: 503, database unavailable: %s: %s",
+                scope.get("method", "?"),
+                scope.get("path", "?"),
+                type(exc).__name__,
+                describe_outage(exc),
+            )
+            await database_unavailable_response()(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers above on `app`."""
+    """Register the handlers above on `app`, and the outage middleware."""
     app.add_exception_handler(UserError, user_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_middleware(DatabaseOutageMiddleware)

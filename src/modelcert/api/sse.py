@@ -24,6 +24,7 @@ from modelcert.domain import Capabilities, CertificationStatus, JobStatus
 from modelcert.errors import NotFoundError
 from modelcert.jobs.job_summary import job_summary
 from modelcert.store.models import Certification, CertificationRun, Deployment, Job, TestResultRow
+from modelcert.store.outage import describe_outage, is_database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,16 @@ async def job_events(
             return
         except Exception as exc:
             # No details to the client (they may name hosts); the log has them.
+            if is_database_unavailable(exc):  # one line, no traceback: not a bug
+                log.warning(
+                    "progress stream of job %s ended: database unavailable: %s",
+                    progress.job_id,
+                    describe_outage(exc),
+                )
+                yield sse_event(
+                    {"type": "error", "message": "progress unavailable: database unavailable"}
+                )
+                return
             log.exception("progress stream of job %s failed", progress.job_id)
             yield sse_event(
                 {"type": "error", "message": f"progress unavailable: {type(exc).__name__}"}

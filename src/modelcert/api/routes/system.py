@@ -12,9 +12,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelcert.api.deps import AdminKey, CurrentKey, SessionDep
+from modelcert.api.errors import DATABASE_UNAVAILABLE, RETRY_AFTER_S
 from modelcert.store import api_keys
 from modelcert.store.api_keys import Role
 from modelcert.store.auth_models import ApiKey
+from modelcert.store.outage import describe_outage, is_database_unavailable
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["system"])
@@ -24,6 +26,15 @@ class Health(BaseModel):
     status: str  # ok | unavailable
     database: str  # ok, or the kind of error (never its text, which may name hosts)
     schema_revision: str | None = None
+
+
+class Unhealthy(Health):
+    """Not ready: `detail` says why (the database out of reach, or without a schema)."""
+
+    detail: str
+
+
+NO_SCHEMA = "database has no schema (its version table cannot be read): run `modelcert db upgrade`"
 
 
 class Identity(BaseModel):
@@ -56,16 +67,27 @@ class ApiKeyOut(BaseModel):
 @router.get(
     "/health",
     response_model=Health,
-    responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Health}},
+    responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Unhealthy}},
 )
 def health(session: SessionDep) -> Health | JSONResponse:
-    """200 when the database answers and has a schema; 503 otherwise. No key needed."""
+    """200 when the database answers and has a schema; 503 (with Retry-After and the
+    reason) otherwise. No key needed. Checked on every call: an API started while its
+    database was down is ready as soon as the database is back."""
     try:
         revision = session.scalar(text("SELECT version_num FROM alembic_version"))
     except SQLAlchemyError as exc:
-        log.warning("health check: database unavailable: %s", type(exc).__name__)
-        body = Health(status="unavailable", database=type(exc).__name__)
-        return JSONResponse(status_code=503, content=body.model_dump())
+        if is_database_unavailable(exc):
+            log.warning("health check: database unavailable: %s", describe_outage(exc))
+            detail = DATABASE_UNAVAILABLE
+        else:  # the database answered, without our version table
+            log.warning("health check: no schema: %s", type(exc).__name__)
+            detail = NO_SCHEMA
+        body = Unhealthy(status="unavailable", database=type(exc).__name__, detail=detail)
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content=body.model_dump(),
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     return Health(status="ok", database="ok", schema_revision=revision)
 
 
