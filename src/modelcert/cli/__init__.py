@@ -1,5 +1,5 @@
 """The `modelcert` command line. Thin: parse, call one function, print. Errors a user
-can cause print one line and exit with code 2.
+can cause, and a database that cannot be reached, print one line and exit with code 2.
 
 One module per area: `catalog` (db, catalog), `certify` (certify, matrix, report),
 `demo`, `keys` (apikey), `jobs` (enqueue, jobs, recertify-due, worker, api, up)."""
@@ -12,8 +12,10 @@ import typer
 from pydantic import ValidationError
 
 from modelcert.cli import catalog, certify, demo, jobs, keys
+from modelcert.cli.common import database_unavailable_message
 from modelcert.errors import UserError
 from modelcert.obs.logging import configure_logging
+from modelcert.store.outage import is_database_unavailable
 
 app = typer.Typer(
     help="Certify AI model deployments, per region, with live tests.",
@@ -36,7 +38,8 @@ app.add_typer(jobs.jobs_app, name="jobs")
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors, and a database out of reach, become one line on stderr
+    and exit code 2."""
     # A command's output is its tables; the engine's event lines are for workers (`modelcert
     # worker` logs at MODELCERT_LOG_LEVEL), so the CLI shows only warnings and errors.
     configure_logging(json_lines=False, level="WARNING")
@@ -54,3 +57,10 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        # The database out of reach is not a bug: say which one, no traceback. Anything
+        # else is one, and keeps its traceback.
+        if not is_database_unavailable(exc):
+            raise
+        print(f"error: {database_unavailable_message(exc)}", file=sys.stderr)
+        sys.exit(2)

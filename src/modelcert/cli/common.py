@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelcert.errors import UserError
 from modelcert.settings import Settings, get_settings
 from modelcert.store import db
+from modelcert.store.outage import describe_outage, hide_password
 
 # Wide enough for the matrix when output is piped (rich falls back to 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -31,6 +32,18 @@ def open_engine(settings: Settings, *, migrate: bool = False) -> Engine:
             f"database {settings.database_url} has no schema yet: run `modelcert db upgrade`"
         )
     return engine
+
+
+def database_unavailable_message(
+    exc: BaseException,
+    url: str | None = None,
+    then: str = "check that it is running and reachable, and MODELCERT_DATABASE_URL",
+) -> str:
+    """One line for a database out of reach: which one (password hidden), the driver's
+    reason, and `then` (what to check, or what happens next)."""
+    if url is None:
+        url = get_settings().database_url
+    return f"database {hide_password(url)} is unavailable ({describe_outage(exc)}): {then}"
 
 
 def session_factory(*, migrate: bool = False) -> sessionmaker[Session]:

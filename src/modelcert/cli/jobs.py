@@ -4,16 +4,18 @@ worker, the API, and `up` (both on one machine)."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Annotated
 
 import typer
 
-from modelcert.cli.common import console, session_factory
+from modelcert.cli.common import console, database_unavailable_message
 from modelcert.domain import JobKind, Priority
 from modelcert.errors import UserError
 from modelcert.settings import get_settings
 from modelcert.store import db
+from modelcert.store.outage import hide_password, is_database_unavailable
 
 jobs_app = typer.Typer(help="Queued certification jobs.", no_args_is_help=True)
 
@@ -28,10 +30,30 @@ def api_command(
     from modelcert.api.app import create_app
 
     settings = get_settings()
-    factory = session_factory()  # refuses to start on a database without a schema
-    uvicorn.run(
-        create_app(settings, factory), host=host, port=port, log_level=settings.log_level.lower()
-    )
+    engine = db.make_engine(settings.database_url)
+    try:
+        current = db.is_current(engine)
+    except Exception as exc:
+        # Started during an outage: serve anyway. /api/health answers 503 (with the reason)
+        # and every route 503 with Retry-After until the database answers, then all is
+        # ready by itself: each request checks again, nothing is done once at start.
+        if not is_database_unavailable(exc):
+            raise
+        then = "serving anyway; every route answers 503 until it is back"
+        print(
+            f"warning: {database_unavailable_message(exc, settings.database_url, then)}",
+            file=sys.stderr,
+        )
+    else:
+        if not current:  # a database that answers without a schema: refused, as ever
+            raise UserError(
+                f"database {hide_password(settings.database_url)} has no schema yet: "
+                "run `modelcert db upgrade`"
+            )
+    finally:
+        engine.dispose()
+    # The app makes its own engine (and disposes of it at shutdown).
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
 
 
 def enqueue_command(
