@@ -32,16 +32,13 @@ from tests.support.outage import UNREACHABLE_PASSWORD, DatabaseOutage, unreachab
 from tests.support.workers import free_port
 
 # One command of each way into the database: the shared session factory (`catalog list`;
-# apikey, matrix, report use it too), in an async command (`certify`), an engine of its
-# own (`enqueue`; recertify-due too), a transaction at once (`jobs show`), the migrations
-# (`db upgrade`), and `up` (migrates before it starts anything). Each is a process of its
-# own, which is most of this test's time: one of each kind, not every command.
+# apikey, certify, matrix, report use it too), an engine of its own (`enqueue`; jobs and
+# recertify-due too), the migrations (`db upgrade`), and `up` (migrates before it starts
+# anything). Each is a process of its own, most of this test's time: one of each kind.
 COMMANDS = [
     ["db", "upgrade"],
     ["catalog", "list"],
-    ["certify", "--deployment", "sim/aurora-fast", "--region", "us-east-1"],
     ["enqueue", "--deployment", "sim/aurora-fast", "--region", "us-east-1"],
-    ["jobs", "show", "a-job"],
 ]
 
 
@@ -138,7 +135,9 @@ def test_a_command_waiting_on_a_job_stops_in_one_line_when_the_database_goes_awa
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
     assert lines[0].startswith(f"error: database {shown(database_url)} is unavailable ("), lines
-    assert "not currently accepting connections" in lines[0] or "terminating" in lines[0]
+    # Refused at its next connection, or cut in the middle of a query (a race: both real).
+    reasons = ("not currently accepting connections", "terminating connection", "server closed")
+    assert any(reason in lines[0] for reason in reasons), lines[0]
     assert "Traceback" not in stdout + stderr
     assert gave_up_after < 10  # its next poll, not a timeout
 
@@ -231,7 +230,7 @@ def test_the_api_process_starts_during_an_outage_and_is_ready_when_the_database_
     assert "Traceback" not in output_text
     first = output_text.splitlines()[0]
     assert first.startswith("warning: database ") and "is unavailable (" in first, first
-    assert first.endswith("serving anyway; every route answers 503 until it is back"), first
+    assert first.endswith("serving anyway: every route answers 503 until it is back"), first
     assert key not in output_text
 
 

@@ -37,13 +37,13 @@ def open_engine(settings: Settings, *, migrate: bool = False) -> Engine:
 def database_unavailable_message(
     exc: BaseException,
     url: str | None = None,
-    then: str = "check that it is running and reachable, and MODELCERT_DATABASE_URL",
+    then: str = "check MODELCERT_DATABASE_URL and that the database is up",
 ) -> str:
     """One line for a database out of reach: which one (password hidden), the driver's
     reason, and `then` (what to check, or what happens next)."""
     if url is None:
         url = get_settings().database_url
-    return f"database {hide_password(url)} is unavailable ({describe_outage(exc)}): {then}"
+    return f"database {hide_password(url)} is unavailable ({describe_outage(exc)}); {then}"
 
 
 def session_factory(*, migrate: bool = False) -> sessionmaker[Session]:

@@ -39,7 +39,7 @@ def api_command(
         # ready by itself: each request checks again, nothing is done once at start.
         if not is_database_unavailable(exc):
             raise
-        then = "serving anyway; every route answers 503 until it is back"
+        then = "serving anyway: every route answers 503 until it is back"
         print(
             f"warning: {database_unavailable_message(exc, settings.database_url, then)}",
             file=sys.stderr,
