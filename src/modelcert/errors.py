@@ -15,3 +15,9 @@ class UserError(Exception):
 
 class NotFoundError(UserError):
     """Something the user named does not exist."""
+
+
+class StoreUnavailable(Exception):
+    """The database stayed unreachable for as long as the caller may wait (or the process
+    is stopping). Says nothing about the model: a durable certification stays pending
+    and resumes; an in-process one is abandoned with this message."""

@@ -21,6 +21,7 @@ throttle gates, the in-flight registry, the clocks and sleeps (`Timing`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,6 +51,7 @@ from modelcert.domain import (
     Score,
     TestResult,
 )
+from modelcert.errors import StoreUnavailable
 from modelcert.obs import metrics
 from modelcert.obs.logging import log_event
 from modelcert.providers.base import ProviderClient, ProviderError
@@ -68,6 +70,7 @@ class RunStore(Protocol):
         deployment_id: int,
         region: str,
         *,
+        run_key: str,
         simulated: bool,
         job_id: str | None,
         executor_id: str | None,
@@ -156,7 +159,7 @@ class CertificationSteps(Protocol):
     # Exceptions that mean "someone cancelled this certification".
     cancellation: tuple[type[BaseException], ...]
 
-    async def prepare(self, request: CertificationRequest) -> PreparedRun: ...
+    async def prepare(self, request: CertificationRequest, run_key: str) -> PreparedRun: ...
 
     async def run_test(
         self, prepared: PreparedRun, position: int, basic_answered: bool
@@ -168,23 +171,49 @@ class CertificationSteps(Protocol):
 ResultCallback = Callable[[int, int, TestResult], Awaitable[None] | None]
 
 
+class SlotReleased(Exception):
+    """The process is draining: a certification still waiting for a slot is handed back
+    (to the queue, by the durable adapter) instead of started."""
+
+
 @dataclass
 class InFlight:
     """The certifications running in this process: at most `limit` at once, and what each
-    is doing (for the worker's /health and the dashboard)."""
+    is doing (for the worker's /health and the dashboard). `release_waiting()` (from any
+    thread) starts draining: whatever waits for a slot, or asks for one later, gets
+    `SlotReleased`; what already runs goes on."""
 
     limit: int | None = None
     # run key (the workflow id in a worker) -> deployment, region, started_at, test
     current: dict[str, dict[str, Any]] = field(default_factory=dict)
+    draining: bool = False
     _semaphore: asyncio.Semaphore | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _waiting: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @asynccontextmanager
     async def slot(self, key: str, deployment: str | int, region: str) -> AsyncIterator[None]:
+        if self.draining:
+            raise SlotReleased(key)
         if self._semaphore is None and self.limit is not None:
             # Created lazily, on the loop that runs the certifications.
             self._semaphore = asyncio.Semaphore(self.limit)
+        self._loop = asyncio.get_running_loop()
         if self._semaphore is not None:
-            await self._semaphore.acquire()
+            task = asyncio.current_task()
+            assert task is not None
+            self._waiting.add(task)
+            try:
+                await self._semaphore.acquire()
+            except asyncio.CancelledError:
+                if self.draining and task.cancelling() == 0:
+                    raise SlotReleased(key) from None
+                raise
+            finally:
+                self._waiting.discard(task)
+            if self.draining:  # released while the slot was being granted
+                self._semaphore.release()
+                raise SlotReleased(key)
         self.current[key] = {
             "deployment": deployment,
             "region": region,
@@ -197,6 +226,21 @@ class InFlight:
             self.current.pop(key, None)
             if self._semaphore is not None:
                 self._semaphore.release()
+
+    def release_waiting(self) -> None:
+        """Drain: refuse new slots, and wake whatever waits for one with SlotReleased."""
+        self.draining = True
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def wake() -> None:
+            for task in list(self._waiting):
+                task.cancel()
+                task.uncancel()  # see slot(): counted as a release, not a cancellation
+
+        with contextlib.suppress(RuntimeError):  # the loop stopped meanwhile
+            loop.call_soon_threadsafe(wake)
 
     def note_test(self, key: str, test_id: str) -> None:
         if key in self.current:
@@ -253,7 +297,7 @@ class CertificationEngine:
             # CERTIFICATION_TIMEOUT counts from here, once this process has a slot for the
             # run (waiting for one is not running).
             started = time.monotonic()
-            prepared = await self._prepare_through(steps, request, started)
+            prepared = await self._prepare_through(steps, request, key, started)
             plan = prepared.plan
             region = plan.target.region
             log_event(
@@ -269,6 +313,11 @@ class CertificationEngine:
                 score = await steps.finish(prepared, results)
             except steps.cancellation:
                 await self._abort(prepared, CertificationStatus.CANCELLED, "cancelled", started)
+                raise
+            except StoreUnavailable:
+                # The database is away and we may not wait longer: nothing can be written,
+                # and nothing about the model is known. Durable: the workflow stays
+                # pending and resumes; in-process: the caller says so.
                 raise
             except asyncio.CancelledError:
                 if not steps.durable:
@@ -298,14 +347,14 @@ class CertificationEngine:
         return outcome
 
     async def _prepare_through(
-        self, steps: CertificationSteps, request: CertificationRequest, started: float
+        self, steps: CertificationSteps, request: CertificationRequest, key: str, started: float
     ) -> PreparedRun:
         if steps.durable:
-            return await steps.prepare(request)
+            return await steps.prepare(request, key)
         # In-process, an interruption (Ctrl+C) may land while the run is being opened in a
         # thread, which cannot be stopped: let it finish, then close the run it opened
         # (CANCELLED) rather than leave it RUNNING for good.
-        opening = asyncio.ensure_future(steps.prepare(request))
+        opening = asyncio.ensure_future(steps.prepare(request, key))
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -370,15 +419,16 @@ class CertificationEngine:
 
     # -- the steps, in-process (the DBOS adapter's steps call these) ---------------------
 
-    async def prepare(self, request: CertificationRequest) -> PreparedRun:
-        """Resolve and plan, mark the certification RUNNING and open its run.
+    async def prepare(self, request: CertificationRequest, run_key: str) -> PreparedRun:
+        """Resolve and plan, mark the certification RUNNING and open its run (the one
+        `run_key` opened already, if this is a repeat).
 
         Raises `UserError` for an unknown deployment or a region its provider does not
         serve. Database work runs in a thread: on the event loop it would stall every
         other certification of the process while it waits for a connection or a lock."""
-        return await asyncio.to_thread(self._prepare, request)
+        return await asyncio.to_thread(self._prepare, request, run_key)
 
-    def _prepare(self, request: CertificationRequest) -> PreparedRun:
+    def _prepare(self, request: CertificationRequest, run_key: str) -> PreparedRun:
         spec = self.store.load_deployment(request.deployment, request.region)
         plan = plan_certification(self.settings, spec, request.region)
         try:
@@ -390,6 +440,7 @@ class CertificationEngine:
         run_id = self.store.begin_run(
             spec.deployment_id,
             request.region,
+            run_key=run_key,
             simulated=simulated,
             job_id=request.job_id,
             executor_id=self.executor_id,

@@ -71,7 +71,9 @@ class Enqueuer:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
-        self.client = DBOSClient(system_database_engine=engine)
+        # An unreachable database is an answer here (the API's 503, the CLI's one line),
+        # not a wait: DBOS's client would otherwise block the request until it returns.
+        self.client = DBOSClient(system_database_engine=engine, retry_connection_errors=False)
         self._registered: set[str] = set()
 
     def close(self) -> None:

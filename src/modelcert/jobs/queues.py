@@ -8,9 +8,10 @@ application version is pinned so that the API and every worker see each other's 
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 from modelcert import __version__
 from modelcert.domain import Priority
@@ -94,3 +95,55 @@ def forget_instances(*instances: object) -> None:
     for key, value in list(registry.instance_info_map.items()):
         if any(value is instance for instance in instances):
             del registry.instance_info_map[key]
+
+
+def owns_workflow(connection: Connection, workflow_id: str, owner_xid: str) -> bool:
+    """Whether the execution holding `owner_xid` (DBOS's token for one execution, written
+    when it claimed the workflow) still owns `workflow_id`: a reaper's or a drain's
+    hand-off, or another claim, replaced or cleared it."""
+    table = dbos_table(connection.dialect.name, "workflow_status")
+    current = connection.execute(
+        text(f"SELECT owner_xid, status FROM {table} WHERE workflow_uuid = :id"),
+        {"id": workflow_id},
+    ).first()
+    return current is not None and current[0] == owner_xid and current[1] == "PENDING"
+
+
+def release_claim(connection: Connection, workflow_id: str, owner_xid: str) -> bool:
+    """Hand a claimed workflow that has not started back to its queue, as if never claimed
+    (DBOS has no call for it): ENQUEUED, no owner, this dispatch not counted toward its
+    recovery attempts. Only while `owner_xid` still owns it; True when it was released."""
+    table = dbos_table(connection.dialect.name, "workflow_status")
+    now_ms = int(time.time() * 1000)
+    result = connection.execute(
+        text(
+            f"UPDATE {table} SET status = 'ENQUEUED', owner_xid = NULL, "
+            "started_at_epoch_ms = NULL, updated_at = :now, "
+            "recovery_attempts = CASE WHEN recovery_attempts > 0 "
+            "THEN recovery_attempts - 1 ELSE 0 END "
+            "WHERE workflow_uuid = :id AND owner_xid = :owner AND status = 'PENDING'"
+        ),
+        {"id": workflow_id, "owner": owner_xid, "now": now_ms},
+    )
+    return bool(result.rowcount)
+
+
+def release_unfinished(connection: Connection, workflow_ids: list[str], executor_id: str) -> int:
+    """Hand the workflows a stopping worker did not finish back to their queues (another
+    worker resumes each at its last completed step), as `release_claim` does; only those
+    still PENDING under `executor_id`. How many were handed back."""
+    if not workflow_ids:
+        return 0
+    table = dbos_table(connection.dialect.name, "workflow_status")
+    handed_back = 0
+    for workflow_id in workflow_ids:
+        result = connection.execute(
+            text(
+                f"UPDATE {table} SET status = 'ENQUEUED', owner_xid = NULL, "
+                "started_at_epoch_ms = NULL, updated_at = :now "
+                "WHERE workflow_uuid = :id AND executor_id = :executor AND status = 'PENDING'"
+            ),
+            {"id": workflow_id, "executor": executor_id, "now": int(time.time() * 1000)},
+        )
+        handed_back += result.rowcount or 0
+    return handed_back

@@ -6,12 +6,22 @@ row (a conditional UPDATE, so it works on SQLite and PostgreSQL alike), looks fo
 executors whose heartbeat went silent and puts their unfinished certifications back on
 their region queue. DBOS's resume clears the deduplication id: it is restored at once,
 so "at most one queued-or-running certification per (deployment, region)" still holds.
+
+Silence is what the reaper *watched*, not what timestamps say (`SilenceWatch`): an
+executor is dead when its heartbeat counter has not moved through `dead_after_s` of
+the reaper's own monotonic time, over which every one of the reaper's database calls
+succeeded. A database outage (or the reaper's own partition) interrupts the watch and
+starts it over, so live workers are not reaped for an outage they shared; no two
+machines' clocks are compared. docs/worker-guide.md gives the safety argument.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from dbos import DBOS
@@ -47,6 +57,7 @@ def write_heartbeat(
     row.concurrency = concurrency
     row.in_flight = in_flight
     row.heartbeat_at = now
+    row.beats = (row.beats or 0) + 1
     # A worker writing heartbeats is alive, whatever an earlier stop recorded.
     row.stopped_at = None
     row.note = None
@@ -79,17 +90,35 @@ def hold_lease(session: Session, name: str, holder: str, ttl_s: float) -> bool:
     return True
 
 
-def silent_executors(session: Session, me: str, dead_after_s: float) -> list[str]:
-    """Executors whose heartbeat is older than `dead_after_s` and that did not stop cleanly."""
-    limit = utcnow() - timedelta(seconds=dead_after_s)
-    rows = session.scalars(
-        select(WorkerHeartbeat).where(
-            WorkerHeartbeat.heartbeat_at < limit,
-            WorkerHeartbeat.stopped_at.is_(None),
-            WorkerHeartbeat.executor_id != me,
-        )
-    )
-    return [row.executor_id for row in rows]
+@dataclass
+class SilenceWatch:
+    """The reaper's watch over other executors' heartbeat counters.
+
+    `observe` records, for each executor that did not stop cleanly, its counter and the
+    reaper's monotonic time when the counter was first seen at that value; an executor
+    whose counter stayed put for `dead_after_s` of watching is silent. `interrupt()`
+    forgets everything: called whenever the reaper's own database access failed, or it
+    was not the reaper, since it cannot tell what happened meanwhile."""
+
+    clock: Callable[[], float] = time.monotonic
+    seen: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def interrupt(self) -> None:
+        self.seen.clear()
+
+    def observe(self, session: Session, me: str, dead_after_s: float) -> list[str]:
+        now = self.clock()
+        rows = session.execute(
+            select(WorkerHeartbeat.executor_id, WorkerHeartbeat.beats).where(
+                WorkerHeartbeat.stopped_at.is_(None), WorkerHeartbeat.executor_id != me
+            )
+        ).all()
+        watched: dict[str, tuple[int, float]] = {}
+        for executor_id, beats in rows:
+            before = self.seen.get(executor_id)
+            watched[executor_id] = before if before and before[0] == beats else (beats, now)
+        self.seen = watched
+        return [e for e, (_, since) in watched.items() if now - since >= dead_after_s]
 
 
 def _first_in_its_class(factory: sessionmaker[Session], workflow_id: str) -> None:
@@ -123,12 +152,21 @@ def _restore_deduplication(factory: sessionmaker[Session], workflow_id: str) -> 
         )
 
 
-def reap(factory: sessionmaker[Session], me: str, dead_after_s: float) -> list[str]:
-    """If this worker holds the reaper lease, requeue the work of silent executors."""
-    with transaction(factory) as session:
-        if not hold_lease(session, REAPER_LEASE, me, ttl_s=dead_after_s):
-            return []
-        dead = silent_executors(session, me, dead_after_s)
+def reap(
+    factory: sessionmaker[Session], me: str, dead_after_s: float, watch: SilenceWatch
+) -> list[str]:
+    """If this worker holds the reaper lease, requeue the work of executors `watch` saw
+    silent for `dead_after_s`. A failure here interrupts the watch (the caller's own
+    heartbeat failing must interrupt it too)."""
+    try:
+        with transaction(factory) as session:
+            if not hold_lease(session, REAPER_LEASE, me, ttl_s=dead_after_s):
+                watch.interrupt()
+                return []
+            dead = watch.observe(session, me, dead_after_s)
+    except Exception:
+        watch.interrupt()
+        raise
     resumed: list[str] = []
     for executor in dead:
         workflows = DBOS.list_workflows(
@@ -155,5 +193,6 @@ def reap(factory: sessionmaker[Session], me: str, dead_after_s: float) -> list[s
             mark_stopped(
                 session, executor, f"silent; {len(workflows)} certifications requeued by {me}"
             )
+        watch.seen.pop(executor, None)
         log_event("stalled", executor_id=executor, requeued=len(workflows), reaper=me)
     return resumed

@@ -11,25 +11,43 @@ The API and the CLI enqueue with `enqueue_certification` (a `DBOSClient`, no DBO
 runtime in their process); the row they write names this class, its instance and the
 workflow, and the worker that dequeues it calls `CertificationWorkflow.certify` on its
 own instance.
+
+Each step is safe to execute twice (a kill after its write, before DBOS checkpointed
+it): `prepare` reopens the run its workflow opened; a test already stored is read back,
+not paid for again; `finish` closes the run once. Before each test and before the
+verdict, the execution checks that it still owns the workflow (DBOS's ownership token):
+one that was handed to another worker (the reaper, after a long silence) stops there,
+with no further call to the provider and no write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import Any
 
 from dbos import DBOS, DBOSClient, DBOSConfiguredInstance, EnqueueOptions
-from dbos._error import DBOSWorkflowCancelledError
+from dbos._context import current_owner_xid
+from dbos._error import DBOSWorkflowCancelledError, DBOSWorkflowConflictIDError
 from sqlalchemy import Connection, Engine, text
 
 from modelcert.certify.engine import (
     CertificationEngine,
     CertificationRequest,
     PreparedRun,
+    SlotReleased,
 )
 from modelcert.domain import Score, TestResult
-from modelcert.jobs.queues import APP_VERSION, WORKFLOW_NAME, dbos_table
-from modelcert.store.runs import cancel_open_runs
+from modelcert.errors import StoreUnavailable
+from modelcert.jobs.queues import (
+    APP_VERSION,
+    WORKFLOW_NAME,
+    dbos_table,
+    owns_workflow,
+    release_claim,
+)
+from modelcert.obs.logging import log_event
+from modelcert.store.runs import RunStore, cancel_open_runs
 
 CLASS_NAME = "CertificationWorkflow"
 INSTANCE_NAME = "certify"
@@ -42,30 +60,83 @@ class CertificationWorkflow(DBOSConfiguredInstance):
     durable = True
     cancellation: tuple[type[BaseException], ...] = (DBOSWorkflowCancelledError,)
 
-    def __init__(self, engine: CertificationEngine) -> None:
+    def __init__(self, engine: CertificationEngine, store: RunStore, database: Engine) -> None:
         self.engine = engine
+        self.store = store  # the engine's store: waits out database blips
+        self.database = database  # where DBOS keeps the workflows (ownership checks)
         super().__init__(config_name=INSTANCE_NAME)
 
     @DBOS.workflow(name=WORKFLOW_NAME)
     async def certify(self, job_id: str | None, deployment_id: int, region: str) -> dict[str, Any]:
         """Certify one deployment in one region, durably; returns the outcome's summary."""
         request = CertificationRequest(deployment_id, region, job_id)
-        outcome = await self.engine.certify(request, steps=self, run_key=DBOS.workflow_id)
+        workflow_id = DBOS.workflow_id
+        assert workflow_id is not None
+        try:
+            outcome = await self.engine.certify(request, steps=self, run_key=workflow_id)
+        except SlotReleased:
+            # The worker is draining and this one never started: back to its queue, for
+            # another worker (or this one, restarted).
+            owner = _owner(workflow_id)
+            with self.database.begin() as connection:
+                release_claim(connection, workflow_id, owner)
+            log_event("released", workflow_id=workflow_id)
+            raise DBOSWorkflowConflictIDError(workflow_id) from None
+        except StoreUnavailable as exc:
+            # The database is away and this worker is stopping: the workflow stays
+            # PENDING under this executor (resumed when it restarts, or by the reaper).
+            # DBOS parks an execution that lost the right to write: that is the case.
+            log_event("parked", workflow_id=workflow_id, error=str(exc))
+            raise DBOSWorkflowConflictIDError(workflow_id) from None
         return outcome.summary()
 
     @DBOS.step(name="prepare")
-    async def prepare(self, request: CertificationRequest) -> PreparedRun:
-        return await self.engine.prepare(request)
+    async def prepare(self, request: CertificationRequest, run_key: str) -> PreparedRun:
+        return await self.engine.prepare(request, run_key)
 
     @DBOS.step(name="test")
     async def run_test(
         self, prepared: PreparedRun, position: int, basic_answered: bool
     ) -> TestResult:
+        test_id = prepared.plan.planned(position).test.id
+        stored = await self._resume_point(prepared.run_id, test_id)
+        if stored is not None:  # done before a crash, checkpoint lost: not paid twice
+            return stored
         return await self.engine.run_test(prepared, position, basic_answered)
 
     @DBOS.step(name="finish")
     async def finish(self, prepared: PreparedRun, results: list[TestResult]) -> Score:
+        await self._resume_point(prepared.run_id, None)
         return await self.engine.finish(prepared, results)
+
+    async def _resume_point(self, run_id: int, test_id: str | None) -> TestResult | None:
+        """Stop here unless this execution still owns its workflow; then the test as an
+        earlier execution stored it, if it did."""
+        workflow_id = DBOS.workflow_id
+        assert workflow_id is not None
+        owner = _owner(workflow_id)
+
+        def check() -> TestResult | None:
+            with self.database.connect() as connection:
+                if not owns_workflow(connection, workflow_id, owner):
+                    raise _Superseded(workflow_id)
+            return None if test_id is None else self.store.stored_result(run_id, test_id)
+
+        try:
+            return await asyncio.to_thread(self.store.retrying, check)
+        except _Superseded:
+            log_event("superseded", workflow_id=workflow_id)
+            raise DBOSWorkflowConflictIDError(workflow_id) from None
+
+
+class _Superseded(Exception):
+    """Raised in a thread (and turned into DBOS's conflict there): not ours any more."""
+
+
+def _owner(workflow_id: str) -> str:
+    owner = current_owner_xid(workflow_id)
+    assert owner is not None, "a durable step runs inside its workflow"
+    return owner
 
 
 def certification_options(

@@ -202,9 +202,15 @@ class Certification(_VerdictColumns, Base):
 
 class CertificationRun(_VerdictColumns, Base):
     __tablename__ = "certification_runs"
-    __table_args__ = (Index("ix_runs_deployment_region", "deployment_id", "region"),)
+    __table_args__ = (
+        Index("ix_runs_deployment_region", "deployment_id", "region"),
+        Index("uq_runs_run_key", "run_key", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Who opened the run: the durable workflow's id (a re-executed `prepare` finds its run
+    # by it instead of opening another), or `local-...` for an in-process certification.
+    run_key: Mapped[str | None] = mapped_column(String(200))
     certification_id: Mapped[int] = mapped_column(
         ForeignKey("certifications.id", ondelete="CASCADE")
     )

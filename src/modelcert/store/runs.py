@@ -5,13 +5,22 @@
 is the interface); its methods are synchronous and each is one transaction, so the
 engine runs them in a thread. The functions below take a Session and leave the
 transaction to the caller.
+
+Every write is safe to repeat, because it will be: a database blip makes `RunStore`
+retry the whole transaction (it may have committed before the connection broke), and a
+durable step killed after its write runs again. The run is keyed by the workflow that
+opened it (`run_key`), a test by (run, test), and the verdict and the job's count change
+only on the run's one transition out of RUNNING.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,11 +29,14 @@ from modelcert.domain import (
     CERTIFICATION_VALIDITY,
     CertificationStatus,
     DeploymentSpec,
+    ErrorCategory,
     JobStatus,
     Score,
+    Severity,
+    TestOutcome,
     TestResult,
 )
-from modelcert.errors import NotFoundError
+from modelcert.errors import NotFoundError, StoreUnavailable
 from modelcert.store import repo
 from modelcert.store.db import transaction
 from modelcert.store.models import (
@@ -34,36 +46,97 @@ from modelcert.store.models import (
     TestResultRow,
     utcnow,
 )
+from modelcert.store.outage import is_database_unavailable
+
+T = TypeVar("T")
+
+# Backoff between attempts while the database is unreachable: short at first (a restart
+# takes a fraction of a second), then capped, so the run resumes soon after it returns.
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
 
 
 class RunStore:
-    """The certification engine's persistence, on a SQLAlchemy session factory."""
+    """The certification engine's persistence, on a SQLAlchemy session factory.
 
-    def __init__(self, factory: sessionmaker[Session]) -> None:
+    While the database is unreachable, each method waits it out (bounded backoff, like
+    DBOS's own writes) for up to `patience_s` (None: until `close()`), then raises
+    `StoreUnavailable`; other errors propagate at once."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        patience_s: float | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
         self.factory = factory
+        self.patience_s = patience_s
+        self._closed = threading.Event()
+        self._sleep = sleep or self._closed.wait
+
+    def close(self) -> None:
+        """Stop waiting for the database: writes still retrying raise StoreUnavailable."""
+        self._closed.set()
+
+    def retrying(self, work: Callable[[], T]) -> T:
+        """`work()`, again while the database is unreachable (see the class)."""
+        deadline = None if self.patience_s is None else time.monotonic() + self.patience_s
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return work()
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                out_of_time = deadline is not None and time.monotonic() + delay > deadline
+                if self._closed.is_set() or out_of_time:
+                    raise StoreUnavailable(f"database unavailable: {exc}") from exc
+                self._sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, RETRY_MAX_S)
 
     def load_deployment(self, ref: str | int, region: str) -> DeploymentSpec:
         """The deployment to certify; `UserError` when unknown or not served in `region`."""
-        with transaction(self.factory) as session:
-            deployment = repo.find_deployment(session, ref)
-            repo.check_region(deployment.provider, region)
-            return repo.deployment_spec(deployment)
+
+        def load() -> DeploymentSpec:
+            with transaction(self.factory) as session:
+                deployment = repo.find_deployment(session, ref)
+                repo.check_region(deployment.provider, region)
+                return repo.deployment_spec(deployment)
+
+        return self.retrying(load)
 
     def begin_run(
         self,
         deployment_id: int,
         region: str,
         *,
+        run_key: str,
         simulated: bool,
         job_id: str | None,
         executor_id: str | None,
     ) -> int:
-        """Mark the certification RUNNING, open its run (and start its job); the run id."""
+        """Mark the certification RUNNING, open its run (and start its job); the run id.
+        Again with the same `run_key`: the run it opened (no second run)."""
+        return self.retrying(
+            lambda: self._begin_run(deployment_id, region, run_key, simulated, job_id, executor_id)
+        )
+
+    def _begin_run(
+        self,
+        deployment_id: int,
+        region: str,
+        run_key: str,
+        simulated: bool,
+        job_id: str | None,
+        executor_id: str | None,
+    ) -> int:
         with transaction(self.factory) as session:
             run = begin_run(
                 session,
                 deployment_id,
                 region,
+                run_key=run_key,
                 simulated=simulated,
                 job_id=job_id,
                 executor_id=executor_id,
@@ -77,28 +150,47 @@ class RunStore:
             return run.id
 
     def record_test(self, run_id: int, position: int, result: TestResult) -> None:
-        with transaction(self.factory) as session:
-            record_test(session, run_id, position, result)
+        def record() -> None:
+            with transaction(self.factory) as session:
+                record_test(session, run_id, position, result)
+
+        self.retrying(record)
+
+    def stored_result(self, run_id: int, test_id: str) -> TestResult | None:
+        """The test as stored by an earlier execution of this run's step (None if none)."""
+
+        def read() -> TestResult | None:
+            with self.factory() as session:
+                return stored_result(session, run_id, test_id)
+
+        return self.retrying(read)
 
     def finish_run(
         self, run_id: int, results: Sequence[TestResult], score: Score, *, job_id: str | None
     ) -> None:
         """The tests, the run's verdict, the current certification and the job's totals,
-        in one transaction."""
-        with transaction(self.factory) as session:
-            finish_run(session, run_id, results, score)
-            if job_id is not None:
-                count_job_result(session, job_id, succeeded=score.status.is_valid_verdict)
+        in one transaction; once (a repeat finds the run finished and changes nothing)."""
+
+        def finish() -> None:
+            with transaction(self.factory) as session:
+                if finish_run(session, run_id, results, score) and job_id is not None:
+                    count_job_result(session, job_id, succeeded=score.status.is_valid_verdict)
+
+        self.retrying(finish)
 
     def abort_run(
         self, run_id: int, status: CertificationStatus, message: str, *, job_id: str | None
     ) -> None:
-        """Close a run that could not finish: CANCELLED, or ERROR (our own fault)."""
-        with transaction(self.factory) as session:
-            abort_run(session, run_id, status, message)
-            if job_id is not None and status is CertificationStatus.ERROR:
-                # An ERROR is final too: without it the job would wait for it forever.
-                count_job_result(session, job_id, succeeded=False)
+        """Close a run that could not finish: CANCELLED, or ERROR (our own fault); once."""
+
+        def abort() -> None:
+            with transaction(self.factory) as session:
+                closed = abort_run(session, run_id, status, message)
+                if closed and job_id is not None and status is CertificationStatus.ERROR:
+                    # An ERROR is final too: without it the job would wait for it forever.
+                    count_job_result(session, job_id, succeeded=False)
+
+        self.retrying(abort)
 
 
 def begin_run(
@@ -107,17 +199,32 @@ def begin_run(
     region: str,
     *,
     simulated: bool,
+    run_key: str | None = None,
     job_id: str | None = None,
     executor_id: str | None = None,
 ) -> CertificationRun:
-    """Mark the (deployment, region) certification RUNNING and open a run for it."""
+    """Mark the (deployment, region) certification RUNNING and open a run for it; the run
+    `run_key` already opened, if any (a re-executed step: it neither opens a second run
+    nor reopens a finished one)."""
     now = utcnow()
+    if run_key is not None:
+        existing = session.scalar(
+            select(CertificationRun).where(CertificationRun.run_key == run_key)
+        )
+        if existing is not None:
+            if existing.status == CertificationStatus.RUNNING.value:
+                existing.executor_id = executor_id
+                certification = session.get(Certification, existing.certification_id)
+                if certification is not None:
+                    certification.status = CertificationStatus.RUNNING.value
+            return existing
     certification = repo.certification_row(session, deployment_id, region)
     certification.status = CertificationStatus.RUNNING.value
     certification.started_at = now
     certification.job_id = job_id
     session.flush()
     run = CertificationRun(
+        run_key=run_key,
         certification_id=certification.id,
         deployment_id=deployment_id,
         region=region,
@@ -158,12 +265,15 @@ def finish_run(
     score: Score,
     *,
     now: datetime | None = None,
-) -> Certification:
-    """Persist the tests, the run's verdict and the current certification together."""
+) -> Certification | None:
+    """Persist the tests, the run's verdict and the current certification together; the
+    certification, or None when the run was already closed (nothing is changed then)."""
     now = now or utcnow()
-    run = session.get(CertificationRun, run_id)
+    run = session.get(CertificationRun, run_id, with_for_update=True)
     if run is None:
         raise NotFoundError(f"unknown run {run_id}", field="run")
+    if run.status != CertificationStatus.RUNNING.value:
+        return None
     recorded = set(
         session.scalars(select(TestResultRow.test_id).where(TestResultRow.run_id == run_id))
     )
@@ -214,6 +324,37 @@ def record_test(session: Session, run_id: int, position: int, result: TestResult
     session.execute(insert(TestResultRow).values(_test_values(run_id, position, result)))
 
 
+def stored_result(session: Session, run_id: int, test_id: str) -> TestResult | None:
+    """A stored test back as the engine's TestResult (the row keeps all of it)."""
+    row = session.scalar(
+        select(TestResultRow).where(
+            TestResultRow.run_id == run_id, TestResultRow.test_id == test_id
+        )
+    )
+    if row is None:
+        return None
+    return TestResult(
+        test_id=row.test_id,
+        title=row.title,
+        outcome=TestOutcome(row.outcome),
+        detail=row.detail or "",
+        latency_ms=row.latency_ms,
+        ttft_ms=row.ttft_ms,
+        retries=row.retries,
+        attempts=row.attempts,
+        error_category=ErrorCategory(row.error_category) if row.error_category else None,
+        error_severity=Severity(row.error_severity) if row.error_severity else None,
+        error_code=row.error_code,
+        http_status=row.http_status,
+        error_message=row.error_message,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        throttled_s=row.throttled_s or 0.0,
+        started_at=row.started_at or utcnow(),
+        duration_ms=row.duration_ms or 0.0,
+    )
+
+
 def count_job_result(session: Session, job_id: str, *, succeeded: bool) -> None:
     """Add one finished certification to its job's totals (atomic UPDATE, no lost counts)."""
     session.execute(
@@ -236,12 +377,13 @@ def count_job_result(session: Session, job_id: str, *, succeeded: bool) -> None:
     )
 
 
-def abort_run(session: Session, run_id: int, status: CertificationStatus, message: str) -> None:
-    """Close a run that could not finish (cancelled, or our own fault: ERROR)."""
+def abort_run(session: Session, run_id: int, status: CertificationStatus, message: str) -> bool:
+    """Close a run that could not finish (cancelled, or our own fault: ERROR); False when
+    it was closed already (nothing changes)."""
     now = utcnow()
-    run = session.get(CertificationRun, run_id)
-    if run is None:
-        return
+    run = session.get(CertificationRun, run_id, with_for_update=True)
+    if run is None or run.status != CertificationStatus.RUNNING.value:
+        return False
     run.status = status.value
     run.error_message = message
     run.completed_at = now
@@ -254,6 +396,7 @@ def abort_run(session: Session, run_id: int, status: CertificationStatus, messag
         # certified_at / expires_at stay: a cancelled run, or our own error, says nothing
         # about the model, so the verdict it was renewing stays valid until it expires.
     session.flush()
+    return True
 
 
 def cancel_open_runs(

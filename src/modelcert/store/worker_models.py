@@ -23,6 +23,9 @@ class WorkerHeartbeat(Base):
     in_flight: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # +1 on every heartbeat: the reaper judges silence by this counter not advancing over
+    # its own, uninterrupted watch (no comparison of two machines' clocks).
+    beats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Set on a graceful stop, or when the reaper took over a dead worker's work.
     stopped_at: Mapped[datetime | None]
     note: Mapped[str | None] = mapped_column(String(500))

@@ -6,10 +6,18 @@ The worker wires everything a certification needs, explicitly: the store, the en
 adapter that makes the engine durable (`CertificationWorkflow`) and the re-certification
 duty (`RecertifyScheduler`), then launches DBOS. The same class runs inside a test
 process (`Worker.drain()` waits until the queue is empty), as arq's burst mode does.
+
+Started while the database is unreachable, it serves its health endpoints (not ready,
+with the reason) and starts for real when the database answers. Stopping drains: it
+stops claiming and reports not ready at once, hands back what it had claimed but not
+started, keeps its heartbeat while in-flight certifications finish within the grace,
+then hands back what is left (another worker resumes each at its last completed test).
 """
 
 from __future__ import annotations
 
+import math
+import random
 import signal
 import threading
 import time
@@ -32,8 +40,9 @@ from modelcert.jobs.queues import (
     default_executor_id,
     forget_instances,
     queue_name,
+    release_unfinished,
 )
-from modelcert.jobs.reaper import mark_stopped, reap, write_heartbeat
+from modelcert.jobs.reaper import SilenceWatch, mark_stopped, reap, write_heartbeat
 from modelcert.jobs.schedule import TICK_WORKFLOW_NAME, RecertifyScheduler, install_schedule
 from modelcert.jobs.workflows import CertificationWorkflow, adopt_legacy_certifications
 from modelcert.obs import metrics
@@ -41,11 +50,18 @@ from modelcert.obs.logging import configure_logging, log_event
 from modelcert.settings import Settings
 from modelcert.store import db, repo
 from modelcert.store.db import transaction
+from modelcert.store.outage import is_database_unavailable
 from modelcert.store.runs import RunStore
 from modelcert.worker.health import HealthServer, WorkerState, database_check
 
 HEARTBEAT_INTERVAL_S = 2.0
 QUEUE_COUNTS_INTERVAL_S = 10.0
+# The reaper watches a silence over at least this many heartbeat intervals, whatever
+# MODELCERT_WORKER_DEAD_AFTER_S says: one late beat is not a death.
+MIN_SILENT_BEATS = 2.5
+# How often the main thread looks for a stop request: a signal delivered to another
+# thread does not wake a main thread blocked on a lock, only one that polls.
+SIGNAL_POLL_S = 0.2
 
 
 def served_regions(engine: Engine, requested: Sequence[str]) -> tuple[str, ...]:
@@ -72,13 +88,14 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.engine = db.make_engine(settings.database_url)
-        db.upgrade(self.engine)
         self.factory = db.make_session_factory(self.engine)
-        self.regions = served_regions(self.engine, regions)
+        self.requested_regions = tuple(regions)
+        self.regions = tuple(dict.fromkeys(regions))  # all served ones once connected
         self.executor_id = executor_id or settings.executor_id or default_executor_id()
         self.in_flight = InFlight(limit=settings.certification_concurrency)
+        self.store = RunStore(self.factory)  # waits out database blips until stop()
         self.certifier = CertificationEngine(
-            RunStore(self.factory),
+            self.store,
             settings,
             in_flight=self.in_flight,
             timing=timing,
@@ -100,16 +117,52 @@ class Worker:
             host=settings.worker_health_host,
             port=settings.worker_health_port if health_port is None else health_port,
         )
-        self._stop = threading.Event()
+        self.dead_after_s = max(
+            settings.worker_dead_after_s, MIN_SILENT_BEATS * HEARTBEAT_INTERVAL_S
+        )
+        self.watch = SilenceWatch()
+        self._stop_requested = threading.Event()  # a signal or stop(): drain now
+        self._heartbeat_stop = threading.Event()  # the drain is over
         self._enqueuer: Enqueuer | None = None
         self._instances: tuple[object, ...] = ()
         self._heartbeat: threading.Thread | None = None
+        self._launched = False
 
     def _queue_names(self) -> list[str]:
         return [queue_name(self.settings, region) for region in self.regions]
 
-    def start(self) -> None:
-        """Launch DBOS (which resumes this executor's unfinished work), then serve."""
+    def _connect(self) -> bool:
+        """Migrate and find the regions, waiting while the database is unreachable (the
+        health server says why meanwhile); False when a stop came first."""
+        delay, waiting = 0.2, False
+        while True:
+            try:
+                db.upgrade(self.engine)
+                self.regions = served_regions(self.engine, self.requested_regions)
+                self.state.regions = self.regions
+                if waiting:
+                    log_event("database_back", executor_id=self.executor_id)
+                return True
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                if not waiting:
+                    log_event(
+                        "waiting_for_database",
+                        executor_id=self.executor_id,
+                        error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                    )
+                waiting = True
+            if self._stop_requested.wait(delay * (0.5 + random.random())):
+                return False
+            delay = min(delay * 2, 5.0)
+
+    def start(self) -> bool:
+        """Serve health, wait for the database, launch DBOS (which resumes this executor's
+        unfinished work), then take work. False when stopped before it could start."""
+        self.health.start()
+        if not self._connect():
+            return False
         adopted = adopt_legacy_certifications(self.engine)
         if adopted:
             log_event("legacy_certifications_adopted", count=adopted)
@@ -117,11 +170,12 @@ class Worker:
         DBOS(config=dbos_config(self.settings, self.engine, self.executor_id))  # type: ignore[arg-type]
         # Configured instances are registered before the launch, so that recovery finds them.
         self._instances = (
-            CertificationWorkflow(self.certifier),
+            CertificationWorkflow(self.certifier, self.store, self.engine),
             RecertifyScheduler(self.factory, self.settings, self._enqueuer, self.executor_id),
         )
         DBOS.listen_queues([*self._queue_names(), SCHEDULE_QUEUE])
         DBOS.launch()
+        self._launched = True
         for region in self.regions:
             # A paused region stays paused across restarts (modelcert.jobs.control).
             options = region_queue_options(self.engine, self.settings, region)
@@ -130,7 +184,6 @@ class Worker:
             )
         DBOS.register_queue(SCHEDULE_QUEUE, global_concurrency=1, on_conflict="always_update")
         install_schedule(self.settings)
-        self.health.start()
         self._heartbeat = threading.Thread(
             target=self._heartbeat_loop, name="heartbeat", daemon=True
         )
@@ -143,28 +196,48 @@ class Worker:
             concurrency=self.settings.certification_concurrency,
             health_port=self.health.port,
         )
+        return True
 
     def stop(self, grace_s: float | None = None) -> None:
-        """Stop dequeuing; in-flight work gets `grace_s` (SHUTDOWN_GRACE_S) to finish, and
-        whatever is left resumes when this executor id starts again."""
+        """Drain: stop claiming and report not ready at once; what was claimed but not
+        started goes back to the queue; in-flight work gets `grace_s` (SHUTDOWN_GRACE_S)
+        to finish, heartbeats going on; then whatever is left goes back to the queue too
+        (another worker resumes it at its last completed test)."""
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         self.state.shutting_down = True
-        self._stop.set()
+        self._stop_requested.set()
         log_event(
             "worker_stopping",
             executor_id=self.executor_id,
             in_flight=len(self.in_flight),
             grace_s=grace,
         )
-        DBOS.destroy(workflow_completion_timeout_sec=int(grace))
-        forget_instances(*self._instances)
+        unfinished: list[str] = []
+        if self._launched:
+            self.in_flight.release_waiting()
+            # Stops the queue threads at once, then waits for running workflows.
+            DBOS.destroy(workflow_completion_timeout_sec=math.ceil(grace))
+            unfinished = list(self.in_flight.current)
+            forget_instances(*self._instances)
+            self._launched = False
+        self.store.close()  # writes still waiting for the database give up
+        self._heartbeat_stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=HEARTBEAT_INTERVAL_S + 5)
-        unfinished = len(self.in_flight)
-        with transaction(self.factory) as session:
-            # A clean stop is not a death: the reaper leaves this executor's work alone
-            # (whatever did not finish in the grace period resumes when it restarts).
-            mark_stopped(session, self.executor_id, f"stopped; {unfinished} unfinished")
+        try:
+            with transaction(self.factory) as session:
+                handed_back = release_unfinished(session.connection(), unfinished, self.executor_id)
+                # A clean stop is not a death: the reaper leaves this executor alone.
+                mark_stopped(
+                    session,
+                    self.executor_id,
+                    f"stopped; {handed_back} unfinished handed back to the queue",
+                )
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            # Unreachable: the reaper hands them back once it sees this worker silent.
+            log_event("error", where="stop", error=f"{type(exc).__name__}: database unavailable")
         if self._enqueuer is not None:
             self._enqueuer.close()
         self.health.stop()
@@ -172,7 +245,8 @@ class Worker:
         log_event("worker_stopped", executor_id=self.executor_id)
 
     def __enter__(self) -> Worker:
-        self.start()
+        if not self.start():
+            raise RuntimeError(f"worker {self.executor_id} was stopped before it started")
         return self
 
     def __exit__(
@@ -212,7 +286,7 @@ class Worker:
         queues = {f"queue-worker-{name}" for name in self._queue_names()}
         last_reap = 0.0
         last_counts = 0.0
-        while not self._stop.is_set():
+        while not self._heartbeat_stop.is_set():
             try:
                 with transaction(self.factory) as session:
                     write_heartbeat(
@@ -224,20 +298,25 @@ class Worker:
                     )
                 self.state.last_heartbeat = time.time()
             except Exception as exc:  # the database is down: /health will say so
+                # What the reaper watched meanwhile cannot be trusted: watch again.
+                self.watch.interrupt()
                 log_event("error", where="heartbeat", error=f"{type(exc).__name__}: {exc}")
             alive = {t.name for t in threading.enumerate() if t.is_alive()}
-            if queues <= alive:
+            if queues <= alive and not self._stop_requested.is_set():
                 self.state.last_queue_poll = time.time()
             if time.monotonic() - last_counts >= QUEUE_COUNTS_INTERVAL_S:
                 last_counts = time.monotonic()
                 self._publish_queue_counts()
-            if time.monotonic() - last_reap >= self.settings.worker_dead_after_s / 4:
+            if (
+                time.monotonic() - last_reap >= self.dead_after_s / 4
+                and not self._stop_requested.is_set()
+            ):
                 last_reap = time.monotonic()
                 try:
-                    reap(self.factory, self.executor_id, self.settings.worker_dead_after_s)
+                    reap(self.factory, self.executor_id, self.dead_after_s, self.watch)
                 except Exception as exc:
                     log_event("error", where="reaper", error=f"{type(exc).__name__}: {exc}")
-            self._stop.wait(HEARTBEAT_INTERVAL_S)
+            self._heartbeat_stop.wait(HEARTBEAT_INTERVAL_S)
 
     def _publish_queue_counts(self) -> None:
         """`modelcert_queue_jobs{region,state}`: the same queue-wide numbers on every worker."""
@@ -248,15 +327,21 @@ class Worker:
             log_event("error", where="queue counts", error=f"{type(exc).__name__}: {exc}")
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        """The signal handler: /ready turns 503 at once; the main thread drains."""
         self.state.shutting_down = True
-        self._stop.set()
+        self._stop_requested.set()
 
     def run_forever(self) -> None:
-        """Start, then block until SIGTERM / SIGINT; finish in-flight work within the grace."""
+        """Start, then block until SIGTERM / SIGINT; drain (see `stop`)."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         self.start()
-        self._stop.wait()
+        # Poll, not wait(): Python runs signal handlers in the main thread only, and a
+        # signal the kernel delivered to another thread (DBOS's, the health server's)
+        # does not interrupt a main thread blocked on a lock: such a SIGTERM was ignored
+        # until the next wake-up, which never came.
+        while not self._stop_requested.wait(SIGNAL_POLL_S):
+            pass
         self.stop()
 
 
