@@ -16,6 +16,21 @@ process on the machine draws on the same quota, as they would on a real provider
 bucket lives in a small file (in `quota_dir`, default the system temporary directory)
 updated under an exclusive `flock`. `quota_key` lets several deployments share one quota
 (an account-wide one); it defaults to the model id.
+
+A testing aid, off by default: with `MODELCERT_SIM_CALL_LOG=<directory>` in its
+environment, each process appends a line of JSON for every simulated call to
+`<directory>/sim-calls-<pid>.jsonl`, so that a test can count the calls a fleet of worker
+processes paid for and see when each ran. Two lines per call, one when it starts (so
+that a call cut short by kill -9 is still counted) and one when it ends, with the same
+`call` id: `{"event": "start", "call", "pid", "model", "region", "request" (the last user
+message, cut at 60 characters), "digest" (of the whole request: equal requests, equal
+digests), "stream", "planned_s" (the latency drawn), "t" (time.monotonic(), one clock
+for every process on the machine), "wall" (time.time())}` and `{"event": "end", "call",
+"pid", "model", "region", "outcome" ("ok", "error <status> <code>" or "interrupted":
+cancelled or closed before its end), "t", "wall"}`. The file is opened in append mode
+and each line is one write (atomic for lines this small). The variable is read when the
+provider is built; a deployment option cannot turn it on (catalog rows do not choose
+where workers write).
 """
 
 from __future__ import annotations
@@ -23,6 +38,8 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
+import itertools
+import json
 import math
 import os
 import random
@@ -267,6 +284,94 @@ class _HostQuota:
             os.close(fd)
 
 
+CALL_LOG_ENV = "MODELCERT_SIM_CALL_LOG"
+
+
+def request_digest(request: ChatRequest) -> str:
+    """A short digest of what a request asks (not of how long the caller will wait)."""
+    fields = {
+        "messages": [(m.role, m.content) for m in request.messages],
+        "system": request.system,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_tokens": request.max_tokens,
+        "stop": list(request.stop),
+        "tools": [t.name for t in request.tools],
+        "json_schema": request.json_schema,
+        "stream": request.stream,
+    }
+    encoded = json.dumps(fields, sort_keys=True, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+class _LoggedCall:
+    """One call in the call log: its start is written at once, its end once."""
+
+    def __init__(self, log: _CallLog, call: str, target: Target) -> None:
+        self._log = log
+        self.call = call
+        self._target = target
+        self._ended = False
+
+    def end(self, outcome: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._log.write(
+            {
+                "event": "end",
+                "call": self.call,
+                "pid": os.getpid(),
+                "model": self._target.model_id,
+                "region": self._target.region,
+                "outcome": outcome,
+                "t": time.monotonic(),
+                "wall": time.time(),
+            }
+        )
+
+
+class _CallLog:
+    """`MODELCERT_SIM_CALL_LOG`: JSON lines, one file per process (module docstring)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._fd: int | None = None
+        self._pid = 0
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            if self._fd is None or self._pid != os.getpid():  # first write, or a fork
+                os.makedirs(self.directory, exist_ok=True)
+                self._pid = os.getpid()
+                path = os.path.join(self.directory, f"sim-calls-{self._pid}.jsonl")
+                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.write(self._fd, line)  # one write per line: lines never interleave
+
+    def start(self, target: Target, request: ChatRequest, planned_s: float) -> _LoggedCall:
+        call = f"{os.getpid()}-{next(self._ids)}"
+        prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        self.write(
+            {
+                "event": "start",
+                "call": call,
+                "pid": os.getpid(),
+                "model": target.model_id,
+                "region": target.region,
+                "request": prompt[:60],
+                "digest": request_digest(request),
+                "stream": request.stream,
+                "planned_s": round(planned_s, 4),
+                "t": time.monotonic(),
+                "wall": time.time(),
+            }
+        )
+        return _LoggedCall(self, call, target)
+
+
 class SimProvider:
     """SIMULATION of a model provider (see module docstring)."""
 
@@ -278,6 +383,8 @@ class SimProvider:
         self._calls: dict[tuple[str, str], int] = {}
         self._quota = _Quota()
         self._host_quota = _HostQuota()
+        call_log = os.environ.get(CALL_LOG_ENV)
+        self._call_log = _CallLog(call_log) if call_log else None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SimProvider:
@@ -294,42 +401,53 @@ class SimProvider:
         profile = profile_for(target)
         rng = self._rng(target)
         latency_s = profile.latency.sample_ms(rng) / 1000
-        self._raise_configured_errors(profile, target, request, rng)
-        if profile.hang:
-            await asyncio.Event().wait()  # never answers; the caller's timeout cancels it
-        reply = answer(request, rng.randrange(1_000))
-        text = "" if profile.empty else reply.text
-        tool_calls = () if profile.empty else reply.tool_calls
-        output_tokens = 0 if profile.empty else reply.output_tokens
+        logged = self._call_log.start(target, request, latency_s) if self._call_log else None
+        outcome = "interrupted"  # cancelled or closed before its end
+        try:
+            self._raise_configured_errors(profile, target, request, rng)
+            if profile.hang:
+                await asyncio.Event().wait()  # never answers; the caller's timeout cancels it
+            reply = answer(request, rng.randrange(1_000))
+            text = "" if profile.empty else reply.text
+            tool_calls = () if profile.empty else reply.tool_calls
+            output_tokens = 0 if profile.empty else reply.output_tokens
 
-        await asyncio.sleep(latency_s * profile.ttft_fraction)
-        if request.stream:
-            tokens = split_tokens(text)
-            chunks = ["".join(tokens[i : i + 3]) for i in range(0, len(tokens), 3)]
-            pause = latency_s * (1 - profile.ttft_fraction) / max(len(chunks), 1)
-            for index, chunk in enumerate(chunks):
-                if profile.break_stream and index >= max(1, len(chunks) // 2):
+            await asyncio.sleep(latency_s * profile.ttft_fraction)
+            if request.stream:
+                tokens = split_tokens(text)
+                chunks = ["".join(tokens[i : i + 3]) for i in range(0, len(tokens), 3)]
+                pause = latency_s * (1 - profile.ttft_fraction) / max(len(chunks), 1)
+                for index, chunk in enumerate(chunks):
+                    if profile.break_stream and index >= max(1, len(chunks) // 2):
+                        raise ProviderError(
+                            "stream interrupted mid-answer: connection reset by peer (simulated)",
+                            code="StreamInterrupted",
+                            provider="sim",
+                        )
+                    yield TextDelta(chunk)
+                    await asyncio.sleep(pause)
+                if profile.break_stream and len(chunks) <= 1:
                     raise ProviderError(
-                        "stream interrupted mid-answer: connection reset by peer (simulated)",
+                        "stream interrupted before the end of the answer (simulated)",
                         code="StreamInterrupted",
                         provider="sim",
                     )
-                yield TextDelta(chunk)
-                await asyncio.sleep(pause)
-            if profile.break_stream and len(chunks) <= 1:
-                raise ProviderError(
-                    "stream interrupted before the end of the answer (simulated)",
-                    code="StreamInterrupted",
-                    provider="sim",
-                )
-        else:
-            await asyncio.sleep(latency_s * (1 - profile.ttft_fraction))
-            if text:
-                yield TextDelta(text)
-        for index, (name, arguments) in enumerate(tool_calls):
-            yield ToolCall(f"sim-call-{index}", name, arguments)
-        yield Usage(reply.input_tokens, output_tokens)
-        yield Stop(reply.stop_reason)
+            else:
+                await asyncio.sleep(latency_s * (1 - profile.ttft_fraction))
+                if text:
+                    yield TextDelta(text)
+            for index, (name, arguments) in enumerate(tool_calls):
+                yield ToolCall(f"sim-call-{index}", name, arguments)
+            yield Usage(reply.input_tokens, output_tokens)
+            if logged is not None:
+                logged.end("ok")  # the answer is complete before its last event
+            yield Stop(reply.stop_reason)
+        except ProviderError as exc:
+            outcome = f"error {exc.status} {exc.code}"
+            raise
+        finally:
+            if logged is not None:
+                logged.end(outcome)
 
     def _raise_configured_errors(
         self, profile: SimProfile, target: Target, request: ChatRequest, rng: random.Random
