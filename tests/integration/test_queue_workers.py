@@ -9,6 +9,7 @@ taking over a dead worker."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.db import transaction
 from modelcert.store.models import CertificationRun, Job, TestResultRow
+from modelcert.store.worker_models import WorkerHeartbeat
 from modelcert.worker import main as worker_main
 from modelcert.worker.main import Worker
 from tests.support.inprocess import StartWorker
@@ -227,6 +229,104 @@ def test_sigterm_lets_the_in_flight_certification_finish(
     done = summary(catalog, job.job_id or "")
     assert done["status"] == "COMPLETED" and done["succeeded"] == 1
     assert '"worker_stopped"' in worker.log()
+
+
+def _beats(factory: sessionmaker[Session], executor_id: str) -> int:
+    with factory() as session:
+        row = session.get(WorkerHeartbeat, executor_id)
+        return row.beats if row is not None else 0
+
+
+def _workflow_states(factory: sessionmaker[Session], job_id: str) -> dict[str, tuple[str, str]]:
+    with factory() as session:
+        table = dbos_table(session.get_bind().dialect.name, "workflow_status")
+        rows = session.execute(
+            text(
+                f"SELECT workflow_uuid, status, executor_id FROM {table} "
+                "WHERE workflow_uuid LIKE :j"
+            ),
+            {"j": f"{job_id}:%"},
+        ).all()
+    return {workflow: (status, executor) for workflow, status, executor in rows}
+
+
+def test_sigterm_drains_what_runs_and_hands_back_what_waits(
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartProcesses
+) -> None:
+    """One slot, one claim per region queue: the worker runs one certification and holds
+    another waiting. On SIGTERM it is not ready at once, keeps its heartbeat while the
+    running one finishes, hands the waiting one back untouched, and exits 0; another
+    worker then runs it."""
+    job = enqueuer.enqueue(catalog, [("lab/steady", r) for r in REGIONS], kind=JobKind.MULTIPLE)
+    assert job.job_id
+    [worker] = workers("w-drain", CERTIFICATION_CONCURRENCY="1", MODELCERT_SHUTDOWN_GRACE_S="30")
+
+    def one_running_one_waiting() -> bool:
+        states = _workflow_states(catalog, job.job_id or "")
+        claimed = [s for s, e in states.values() if s == "PENDING" and e == "w-drain"]
+        return len(claimed) == 2 and _running_run(catalog, "w-drain", min_tests=2) is not None
+
+    wait_for(one_running_one_waiting, what="one certification running, one claimed")
+    beats = _beats(catalog, "w-drain")
+    assert worker.process is not None
+    worker.process.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    answers: list[tuple[int, Any]] = []
+    wait_for(
+        lambda: answers.append(worker.get("/ready")) or answers[-1][0] == 503,
+        timeout=5,
+        what="/ready 503",
+    )
+    assert time.monotonic() - sent < 1  # the signal is handled within the main loop's poll
+    assert "shutting down" in answers[-1][1]["reasons"]
+    # Heartbeats go on while the running certification finishes (2 s apart).
+    wait_for(lambda: _beats(catalog, "w-drain") > beats, timeout=10, what="a heartbeat")
+    assert worker.process.wait(timeout=60) == 0
+    with catalog() as session:
+        runs = session.scalars(select(CertificationRun)).all()
+    assert [(r.executor_id, r.status) for r in runs] == [("w-drain", "CERTIFIED")]
+    states = _workflow_states(catalog, job.job_id)
+    assert sorted(s for s, _ in states.values()) == ["ENQUEUED", "SUCCESS"], states
+    assert '"released"' in worker.log()
+
+    workers("w-next")
+    wait_for(lambda: completed(catalog, job.job_id or ""), what="the rest, on another worker")
+    with catalog() as session:
+        runs = session.scalars(select(CertificationRun)).all()
+    assert sorted((r.executor_id, r.status) for r in runs) == [
+        ("w-drain", "CERTIFIED"),
+        ("w-next", "CERTIFIED"),
+    ]
+
+
+def test_sigterm_is_always_handled_under_load(
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartProcesses
+) -> None:
+    """SIGTERM, at once after ready and while certifications run, many times over: each
+    time /ready turns 503 and the worker exits 0 within its grace, and what it did not
+    finish is handed back (nothing left PENDING under a stopped worker)."""
+    targets = [(d, r) for d in ("lab/steady", "lab/quick") for r in REGIONS]
+    job = enqueuer.enqueue(catalog, targets, kind=JobKind.MULTIPLE)
+    assert job.job_id
+    for attempt in range(6):
+        [worker] = workers(f"w-sig-{attempt}", MODELCERT_SHUTDOWN_GRACE_S="1")
+        if attempt % 2:  # half the time mid-work, half the time at once
+            time.sleep(0.3 + 0.2 * attempt)
+        assert worker.process is not None
+        sent = time.monotonic()
+        worker.process.send_signal(signal.SIGTERM)
+        wait_for(lambda w=worker: not w.running() or w.get("/ready")[0] == 503, timeout=2)
+        assert worker.process.wait(timeout=30) == 0
+        assert time.monotonic() - sent < 15
+        stuck = [
+            w
+            for w, (s, e) in _workflow_states(catalog, job.job_id).items()
+            if s == "PENDING" and e == f"w-sig-{attempt}"
+        ]
+        assert stuck == [], stuck
+    workers("w-finish")
+    wait_for(lambda: completed(catalog, job.job_id or ""), what="the job")
+    assert summary(catalog, job.job_id)["succeeded"] == 4
 
 
 def test_cancel_stops_a_running_certification_between_tests(

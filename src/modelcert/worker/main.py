@@ -215,9 +215,11 @@ class Worker:
         unfinished: list[str] = []
         if self._launched:
             self.in_flight.release_waiting()
+            # Once draining, nothing new starts: what runs now is all that may be left
+            # unfinished (DBOS's teardown cancels it, emptying the registry).
+            unfinished = list(self.in_flight.current)
             # Stops the queue threads at once, then waits for running workflows.
             DBOS.destroy(workflow_completion_timeout_sec=math.ceil(grace))
-            unfinished = list(self.in_flight.current)
             forget_instances(*self._instances)
             self._launched = False
         self.store.close()  # writes still waiting for the database give up
