@@ -73,13 +73,19 @@ class Settings(BaseSettings):
         60.0,
         gt=0,
         validation_alias=_env("MODELCERT_WORKER_DEAD_AFTER_S"),
-        description="A worker silent this long is dead: the reaper requeues its work.",
+        description=(
+            "A worker whose heartbeat the reaper watched stand still this long is dead: its "
+            "work is requeued (at least 5 s: 2.5 heartbeat intervals)."
+        ),
     )
     shutdown_grace_s: float = Field(
         60.0,
         ge=0,
         validation_alias=_env("MODELCERT_SHUTDOWN_GRACE_S"),
-        description="On SIGTERM, how long in-flight certifications may take to finish.",
+        description=(
+            "On SIGTERM, how long in-flight certifications may take to finish (heartbeats go "
+            "on meanwhile; what is left goes back to the queue)."
+        ),
     )
     certification_timeout_ms: int = Field(
         300_000,
