@@ -47,6 +47,7 @@ XDIST_GROUPS = {"llama": "llama", "chromium_paths": "browser"}
 # tests in collection order, and one of these collected late kept a worker busy for 40 s
 # after the others had finished. (A stale entry only changes the order.)
 LONG_TESTS = (
+    "tests/chaos/test_chaos.py::",
     "tests/e2e/test_demo.py::",
     "tests/integration/test_sim_profiles.py::test_every_profile_gets_the_expected_verdict",
     "tests/e2e/test_cli.py::test_catalog_and_certify_json",
