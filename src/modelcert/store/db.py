@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # Alembic is imported where migrations run: most commands nev
     from alembic.config import Config
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+POSTGRES_CONNECT_TIMEOUT_S = 10
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -55,6 +56,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # A host that drops packets (a partition, a failover in progress) must not hold a
+    # connection attempt for the TCP timeout (minutes): the caller's retry loop, the
+    # API's 503 and a stopping worker all wait on it.
+    kwargs.setdefault("connect_args", {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S})
     return create_engine(url, **kwargs)
 
 
