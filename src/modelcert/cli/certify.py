@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from modelcert.cli import render
-from modelcert.cli.common import console, run, session_factory
+from modelcert.cli.common import CLI_DATABASE_PATIENCE_S, console, run, session_factory
 from modelcert.domain import TestResult
 from modelcert.errors import UserError
 from modelcert.settings import get_settings
@@ -43,7 +43,9 @@ def certify_command(
     from modelcert.store.runs import RunStore
 
     settings = get_settings()
-    engine = CertificationEngine(RunStore(session_factory()), settings)
+    engine = CertificationEngine(
+        RunStore(session_factory(), patience_s=CLI_DATABASE_PATIENCE_S), settings
+    )
     callback = None if as_json else _progress_printer(deployment, region)
 
     async def go() -> CertificationOutcome:

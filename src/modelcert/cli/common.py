@@ -21,6 +21,11 @@ from modelcert.store.outage import describe_outage, hide_password
 console = Console(width=None if sys.stdout.isatty() else 160)
 T = TypeVar("T")
 
+# How long an in-process certification (`modelcert certify`, the in-process demo) waits
+# out an unreachable database before it gives up with one line (a worker waits until
+# the database returns).
+CLI_DATABASE_PATIENCE_S = 30.0
+
 
 def open_engine(settings: Settings, *, migrate: bool = False) -> Engine:
     """The database of `settings`; refused (one line, exit 2) when it has no schema yet."""

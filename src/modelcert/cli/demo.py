@@ -20,8 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from modelcert.catalog.demo import DEMO_DEPLOYMENTS, DEMO_PROVIDER, DEMO_REGIONS, seed_demo_catalog
 from modelcert.cli import render
+from modelcert.cli.common import CLI_DATABASE_PATIENCE_S, run, session_factory
 from modelcert.cli.common import console as cli_console
-from modelcert.cli.common import run, session_factory
 from modelcert.errors import UserError
 from modelcert.settings import Settings, get_settings
 from modelcert.store import api_keys, db, repo
@@ -61,7 +61,11 @@ def demo_in_process(concurrency: int) -> None:
         f"(provider '{DEMO_PROVIDER}', database {settings.database_url})"
     )
     started = time.perf_counter()
-    engine = CertificationEngine(RunStore(factory), settings, in_flight=InFlight(limit=concurrency))
+    engine = CertificationEngine(
+        RunStore(factory, patience_s=CLI_DATABASE_PATIENCE_S),
+        settings,
+        in_flight=InFlight(limit=concurrency),
+    )
 
     async def one(deployment_id: int, region: str) -> None:
         outcome = await engine.certify(CertificationRequest(deployment_id, region))
