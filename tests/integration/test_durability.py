@@ -344,3 +344,42 @@ def test_a_worker_started_during_an_outage_is_not_ready_until_the_database_retur
             assert started == [False]
     finally:
         worker.stop(grace_s=0)
+
+
+class _SlowWrites(RunStore):
+    """The first writes of tests take a second each: a database being waited for."""
+
+    slow = 3
+
+    def record_test(self, run_id: int, position: int, result: Any) -> None:
+        if self.slow:
+            self.slow -= 1
+            time.sleep(1.0)
+        super().record_test(run_id, position, result)
+
+
+def test_time_spent_waiting_for_the_database_is_not_taken_from_the_budget(
+    lab: sessionmaker[Session], settings: Settings
+) -> None:
+    """CERTIFICATION_TIMEOUT bounds the model's time: 3 s of writes waiting for the
+    database inside a 1.5 s budget do not cut the run short (INCOMPLETE)."""
+    with transaction(lab) as session:
+        repo.add_deployment(
+            session,
+            provider_slug="lab",
+            provider_model_id="quick",
+            options={"profile": "healthy-fast", "latency_ms": 0},
+        )
+    engine = CertificationEngine(
+        _SlowWrites(lab), settings.model_copy(update={"certification_timeout_ms": 1500})
+    )
+
+    async def certify() -> Any:
+        try:
+            return await engine.certify(CertificationRequest("lab/quick", REGION))
+        finally:
+            await engine.aclose()
+
+    outcome = asyncio.run(certify())
+    assert outcome.score.status is CertificationStatus.CERTIFIED, outcome.score
+    assert outcome.duration_s >= 3
