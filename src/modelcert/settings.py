@@ -12,6 +12,14 @@ from functools import lru_cache
 from croniter import croniter  # type: ignore[import-untyped]
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+# Levels every entry point accepts (logging's and uvicorn's names alike).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The databases this project runs on, and their drivers (psycopg 3 for PostgreSQL).
+SUPPORTED_DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",)}
+DATABASE_URL_FORMS = "sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/NAME"
 
 
 def _env(*names: str) -> AliasChoices:
@@ -20,7 +28,12 @@ def _env(*names: str) -> AliasChoices:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        # A duration or rate of inf or nan is never meant (and would overflow where used).
+        allow_inf_nan=False,
     )
 
     database_url: str = Field(
@@ -120,7 +133,15 @@ class Settings(BaseSettings):
             "production; the test suite sets it near 0 instead of waiting."
         ),
     )
-    worker_health_port: int = Field(3002, validation_alias=_env("WORKER_HEALTH_PORT"))
+    worker_health_port: int = Field(
+        3002,
+        ge=0,
+        le=65535,
+        validation_alias=_env("WORKER_HEALTH_PORT"),
+        description=(
+            "Port of a worker's health server (/live, /ready, /health, /metrics); 0: any free port."
+        ),
+    )
     worker_health_host: str = Field(
         "0.0.0.0",
         validation_alias=_env("MODELCERT_WORKER_HEALTH_HOST"),
@@ -140,7 +161,11 @@ class Settings(BaseSettings):
         validation_alias=_env("AWS_REGION", "AWS_DEFAULT_REGION"),
         description="Default region for AWS calls that need one.",
     )
-    log_level: str = Field("INFO", validation_alias=_env("MODELCERT_LOG_LEVEL", "LOG_LEVEL"))
+    log_level: str = Field(
+        "INFO",
+        validation_alias=_env("MODELCERT_LOG_LEVEL", "LOG_LEVEL"),
+        description="DEBUG, INFO, WARNING, ERROR or CRITICAL (any case); anything else is refused.",
+    )
     log_json: bool = Field(
         False,
         validation_alias=_env("MODELCERT_LOG_JSON"),
@@ -167,6 +192,32 @@ class Settings(BaseSettings):
         validation_alias=_env("MODELCERT_RECERTIFY_FAILED_AFTER_H"),
         description="Retry a FAILED or ERROR certification this many hours after its last run.",
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        # Refused here, at start-up and in one line, rather than as a traceback from the
+        # first connection. The value is never echoed: it may hold a password.
+        try:
+            url = make_url(value.strip().replace("postgres://", "postgresql://", 1))
+        except (ArgumentError, ValueError):
+            raise ValueError(f"not a database URL; expected {DATABASE_URL_FORMS}") from None
+        backend, _, driver = url.drivername.partition("+")
+        if backend not in SUPPORTED_DRIVERS or (
+            driver and driver not in SUPPORTED_DRIVERS[backend]
+        ):
+            raise ValueError(
+                f"unsupported database driver {url.drivername!r}; expected {DATABASE_URL_FORMS}"
+            )
+        return value.strip()
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+        return level
 
     @field_validator("recertify_schedule")
     @classmethod

@@ -87,6 +87,13 @@ def test_commands_that_need_the_database_say_so_in_one_line_and_exit_2(
         assert process.returncode == 2, (command, stdout, stderr)
         lines = stderr.strip().splitlines()
         assert len(lines) == 1, (command, stderr)
+        if backend == "sqlite" and command[0] in ("catalog", "enqueue"):
+            # A SQLite file that is not there is no outage for a command that only uses
+            # an existing database: it says so before connecting (tests/integration/
+            # test_cli_errors.py); the migrations (`db upgrade`, `up`) meet the outage.
+            assert lines[0].startswith(f"error: database {url.removeprefix('sqlite:///')} ")
+            assert "does not exist" in lines[0], lines[0]
+            continue
         assert lines[0].startswith(expected_start), (command, lines[0])
         if backend == "postgres":
             assert "Connection refused" in lines[0], lines[0]

@@ -7,9 +7,12 @@ One module per area: `catalog` (db, catalog), `certify` (certify, matrix, report
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import typer
 from pydantic import ValidationError
+from typer import Abort
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from modelcert.cli import catalog, certify, demo, jobs, keys
 from modelcert.cli.common import database_unavailable_message
@@ -43,24 +46,47 @@ def main() -> None:
     # A command's output is its tables; the engine's event lines are for workers (`modelcert
     # worker` logs at MODELCERT_LOG_LEVEL), so the CLI shows only warnings and errors.
     configure_logging(json_lines=False, level="WARNING")
+    sys.exit(run_command(sys.argv[1:]))
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_command(args: Sequence[str]) -> int:
+    """Run one command line; its exit code. Anything a user can cause (a bad option, a bad
+    setting, bad input, a database that is missing or out of reach) is one `error:` line
+    on stderr and exit code 2; anything else is a bug, and keeps its traceback."""
     try:
-        app()
+        result = app(args=list(args), prog_name="modelcert", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `modelcert` or a group alone: its help
+        exc.show()
+        return exc.exit_code
+    except UsageError as exc:  # a missing or bad option: one line, not a box
+        command = exc.ctx.command_path if exc.ctx is not None else "modelcert"
+        return _error(f"{exc.format_message()} (see `{command} --help`)")
+    except ClickException as exc:
+        return _error(exc.format_message())
+    except Abort:
+        print("interrupted", file=sys.stderr)
+        return 130
     except UserError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        sys.exit(2)
+        return _error(exc.message)
     except ValidationError as exc:  # a bad setting (environment or .env): name it, no traceback
+        problems = []
         for problem in exc.errors(include_url=False, include_input=False):
             where = ".".join(str(part) for part in problem["loc"]) or exc.title
-            message = problem["msg"].removeprefix("Value error, ")
-            print(f"error: {where}: {message}", file=sys.stderr)
-        sys.exit(2)
+            problems.append(f"{where}: {problem['msg'].removeprefix('Value error, ')}")
+        return _error("; ".join(problems))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        return 130
     except Exception as exc:
         # The database out of reach is not a bug: say which one, no traceback. Anything
         # else is one, and keeps its traceback.
         if not is_database_unavailable(exc):
             raise
-        print(f"error: {database_unavailable_message(exc)}", file=sys.stderr)
-        sys.exit(2)
+        return _error(database_unavailable_message(exc))
+    # Not standalone: a command's `typer.Exit(code)` comes back as its code.
+    return result if isinstance(result, int) else 0

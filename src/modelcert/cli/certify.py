@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -74,6 +75,25 @@ def matrix(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             console.print(render.SIMULATION_NOTE)
 
 
+# The earliest `--since` a report takes: nothing was certified before it, and a window
+# that reaches further back would overflow the date arithmetic (0001-01-01 less 7 days).
+EARLIEST_SINCE = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _check_since(since: str, parse: Callable[[str, datetime], datetime], now: datetime) -> None:
+    """`--since` names a time between EARLIEST_SINCE and now (UserError otherwise)."""
+    try:
+        when = parse(since, now)
+    except OverflowError:  # a window of more days than dates have
+        when = None
+    if when is None or not EARLIEST_SINCE <= when <= now:
+        raise UserError(
+            f"since: {since!r} is out of range: expected a time between "
+            f"{EARLIEST_SINCE:%Y-%m-%d} and now",
+            field="since",
+        )
+
+
 def report_command(
     fmt: Annotated[str, typer.Option("--format", help="json | markdown | junit")] = "markdown",
     output: Annotated[
@@ -99,8 +119,9 @@ def report_command(
     if fmt not in formats.FORMATS:
         raise UserError(f"--format: {fmt!r} is not one of {', '.join(formats.FORMATS)}")
     requirements = [reports.Requirement.parse(text) for text in require or []]
-    filters = reports.ReportFilters(provider=provider, region=region, model=model, since=since)
     now = utcnow()
+    _check_since(since, reports.parse_since, now)
+    filters = reports.ReportFilters(provider=provider, region=region, model=model, since=since)
     with db.transaction(session_factory()) as session:
         report = reports.build_report(session, filters, now)
         checked = reports.check_requirements(session, requirements, now)

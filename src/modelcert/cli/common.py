@@ -28,13 +28,16 @@ CLI_DATABASE_PATIENCE_S = 30.0
 
 
 def open_engine(settings: Settings, *, migrate: bool = False) -> Engine:
-    """The database of `settings`; refused (one line, exit 2) when it has no schema yet."""
-    engine = db.make_engine(settings.database_url)
+    """The database of `settings`, migrated first when `migrate`; otherwise refused (one
+    line, exit 2) when it does not exist (never created here) or has no schema yet."""
+    engine = db.make_engine(settings.database_url, must_exist=not migrate)
     if migrate:
         db.upgrade(engine)
     elif not db.is_current(engine):
+        engine.dispose()
         raise UserError(
-            f"database {settings.database_url} has no schema yet: run `modelcert db upgrade`"
+            f"database {hide_password(settings.database_url)} has no schema yet: "
+            "run `modelcert db upgrade`"
         )
     return engine
 

@@ -4,13 +4,15 @@ worker, the API, and `up` (both on one machine)."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
+import uuid
 from typing import Annotated
 
 import typer
 
-from modelcert.cli.common import console, database_unavailable_message
+from modelcert.cli.common import console, database_unavailable_message, open_engine
 from modelcert.domain import JobKind, Priority
 from modelcert.errors import UserError
 from modelcert.settings import get_settings
@@ -30,7 +32,12 @@ def api_command(
     from modelcert.api.app import create_app
 
     settings = get_settings()
-    engine = db.make_engine(settings.database_url)
+    path = db.sqlite_file(settings.database_url)
+    # A SQLite file whose directory is there but not the file: checking its schema would
+    # create it, empty. (A missing directory is an outage: served, 503 until it appears.)
+    engine = db.make_engine(
+        settings.database_url, must_exist=path is not None and path.parent.is_dir()
+    )
     try:
         current = db.is_current(engine)
     except Exception as exc:
@@ -67,12 +74,18 @@ def enqueue_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Queue certifications (deployments × regions) for the workers."""
+    from modelcert.api.schemas import MAX_DELAY_S  # the API's cap: one limit for both
     from modelcert.jobs.enqueue import Enqueuer
 
+    # NaN compares false to everything: refused here, not stored as a start time.
+    if not (math.isfinite(delay) and 0 <= delay <= MAX_DELAY_S):
+        raise UserError(
+            f"--delay: expected 0 to {MAX_DELAY_S} seconds ({MAX_DELAY_S // 86400} days), "
+            f"not {delay:g}",
+            field="delay",
+        )
     settings = get_settings()
-    engine = db.make_engine(settings.database_url)
-    if not db.is_current(engine):
-        raise UserError("database has no schema yet: run `modelcert db upgrade`")
+    engine = open_engine(settings)
     factory = db.make_session_factory(engine)
     enqueuer = Enqueuer(engine, settings)
     try:
@@ -115,9 +128,7 @@ def recertify_due_command(
     from modelcert.jobs.schedule import recertify_due
 
     settings = get_settings()
-    engine = db.make_engine(settings.database_url)
-    if not db.is_current(engine):
-        raise UserError("database has no schema yet: run `modelcert db upgrade`")
+    engine = open_engine(settings)
     factory = db.make_session_factory(engine)
     enqueuer = None if dry_run else Enqueuer(engine, settings)
     try:
@@ -170,10 +181,14 @@ def jobs_show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
     """A job's status, totals and certifications."""
     from modelcert.jobs.job_summary import job_summary
 
-    settings = get_settings()
-    factory = db.make_session_factory(db.make_engine(settings.database_url))
+    try:
+        uuid.UUID(job_id)
+    except ValueError:  # job ids are UUIDs: anything else names no job
+        shown = job_id if len(job_id) <= 40 else f"{job_id[:40]}…"
+        raise UserError(f"{shown!r} is not a job id (a UUID)", field="job_id") from None
+    factory = db.make_session_factory(open_engine(get_settings()))
     with db.transaction(factory) as session:
-        summary = job_summary(session, job_id)
+        summary = job_summary(session, str(uuid.UUID(job_id)))
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -197,7 +212,8 @@ def worker_command(
         str | None, typer.Option(help="Stable unique id of this worker.")
     ] = None,
     health_port: Annotated[
-        int | None, typer.Option(help="Health server port (WORKER_HEALTH_PORT).")
+        int | None,
+        typer.Option(min=0, max=65535, help="Health server port (WORKER_HEALTH_PORT)."),
     ] = None,
 ) -> None:
     """Run a worker: certifications from the region queues, health on WORKER_HEALTH_PORT."""

@@ -12,6 +12,8 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelcert.errors import UserError
+
 if TYPE_CHECKING:  # Alembic is imported where migrations run: most commands never do
     from alembic.config import Config
 
@@ -46,8 +48,31 @@ def _sqlite_begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for `url`, with the SQLite pragmas this project relies on."""
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for other databases and in-memory ones."""
+    parsed = make_url(normalise_url(url))
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:") or parsed.query.get("uri"):
+        return None
+    return Path(database)
+
+
+def make_engine(url: str, *, must_exist: bool = False, **kwargs: Any) -> Engine:
+    """An engine for `url`, with the SQLite pragmas this project relies on.
+
+    `must_exist`: for whatever only uses a database that is there (everything but the
+    migrations): a SQLite file that does not exist is refused (`UserError`) before
+    anything connects, for SQLite creates the file it cannot find."""
+    if must_exist:
+        path = sqlite_file(url)
+        if path is not None and not path.is_file():
+            missing = "its directory does not exist" if not path.parent.is_dir() else "no such file"
+            raise UserError(
+                f"database {path} does not exist ({missing}): check MODELCERT_DATABASE_URL, "
+                "or create it with `modelcert db upgrade`"
+            )
     url = normalise_url(url)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})

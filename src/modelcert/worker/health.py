@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from modelcert.certify.throttle import QuotaKey
+from modelcert.errors import UserError
 from modelcert.obs import metrics
 from modelcert.settings import get_settings
 
@@ -203,7 +204,15 @@ class HealthServer:
         """Bind and serve in a daemon thread; returns once the socket is listening."""
         if self._server is not None:
             return
-        server = ThreadingHTTPServer((self._host, self._port), _make_handler(self))
+        try:
+            server = ThreadingHTTPServer((self._host, self._port), _make_handler(self))
+        except (OSError, OverflowError) as exc:  # in use, out of range, no such address
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise UserError(
+                f"worker health server cannot listen on {self._host}:{self._port} "
+                f"({reason}); choose another port with --health-port or WORKER_HEALTH_PORT",
+                field="health_port",
+            ) from exc
         server.daemon_threads = True  # a stuck probe connection must not block exit
         self._server = server
         metrics.set_worker_up(True)
