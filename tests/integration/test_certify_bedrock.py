@@ -3,6 +3,9 @@ against a local server speaking Bedrock's wire format."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelcert.catalog.sync import sync_bedrock_region
 from modelcert.certify.engine import CertificationOutcome
 from modelcert.domain import CertificationStatus, ErrorCategory, TestOutcome
+from modelcert.errors import UserError
 from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.db import transaction
@@ -149,3 +153,71 @@ async def test_an_exception_frame_mid_stream_is_classified(
     assert first.error_code is not None and "modelstreamerror" in first.error_code.lower()
     assert first.error_message == "model stream broke"
     assert first.retries == settings.certification_max_retries
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (
+            HttpError("UnrecognizedClientException", "The security token is invalid"),
+            "bedrock: discovery in us-east-1 failed: AUTHENTICATION_ERROR "
+            "(UnrecognizedClientException, HTTP 403): The security token is invalid",
+        ),
+        (
+            HttpError("AccessDeniedException", "not authorized to perform ListFoundationModels"),
+            "bedrock: discovery in us-east-1 failed: PERMISSION_ERROR "
+            "(AccessDeniedException, HTTP 403): not authorized to perform ListFoundationModels",
+        ),
+    ],
+)
+async def test_sync_refused_by_bedrock_is_one_classified_line(
+    bedrock_catalog: sessionmaker[Session], fake: FakeBedrock, answer: HttpError, expected: str
+) -> None:
+    fake.list_error = answer
+    with pytest.raises(UserError) as raised:
+        await sync_bedrock_region(bedrock_catalog, "bedrock", "us-east-1", False)
+    assert raised.value.message == expected
+
+
+async def test_sync_with_an_unreachable_endpoint_is_one_classified_line(
+    factory: sessionmaker[Session], aws_test_env: None
+) -> None:
+    with transaction(factory) as session:
+        repo.add_provider(
+            session, slug="bedrock", kind="bedrock", config={"endpoint_url": "http://127.0.0.1:1"}
+        )
+    with pytest.raises(UserError) as raised:
+        await sync_bedrock_region(factory, "bedrock", "us-east-1", False)
+    message = raised.value.message
+    assert message.startswith("bedrock: discovery in us-east-1 failed: NETWORK_ERROR (")
+    assert "\n" not in message
+
+
+def test_cli_sync_with_bad_credentials_is_one_error_line_exit_2(
+    bedrock_catalog: sessionmaker[Session], fake: FakeBedrock, database_url: str
+) -> None:
+    fake.list_error = HttpError(
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid",
+        echo_headers=("X-Amz-Security-Token",),
+    )
+    env = {
+        **os.environ,
+        "MODELCERT_DATABASE_URL": database_url,
+        "AWS_SESSION_TOKEN": "planted-session-token-for-sync-Zq81",
+        "NO_COLOR": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "modelcert", "catalog", "sync", "bedrock", "--region", "us-east-1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        "error: bedrock: discovery in us-east-1 failed: AUTHENTICATION_ERROR "
+        "(UnrecognizedClientException, HTTP 403): The security token included in the request "
+        "is invalid; X-Amz-Security-Token: ***\n"
+    )
+    assert done.stdout == ""

@@ -52,6 +52,9 @@ class HttpError:
     message: str
     status: int | None = None  # None: the usual status for `code`
     retry_after: str | None = None
+    # Request headers echoed after the message ("; Name: value"), as some proxies and
+    # gateways do: a secret-leak test plants credentials and expects them masked.
+    echo_headers: tuple[str, ...] = ()
 
     @property
     def http_status(self) -> int:
@@ -379,7 +382,10 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"x-amzn-ErrorType": error.code + _ERROR_TYPE_SUFFIX}
         if error.retry_after is not None:
             headers["Retry-After"] = error.retry_after
-        self._send_json(error.http_status, {"message": error.message}, headers)
+        message = error.message + "".join(
+            f"; {name}: {self.headers.get(name, '')}" for name in error.echo_headers
+        )
+        self._send_json(error.http_status, {"message": message}, headers)
 
     def _send_stream(self, behaviour: Behaviour) -> None:
         self.send_response(200)

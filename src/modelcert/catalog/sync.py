@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelcert.certify.errors import categorise_error
 from modelcert.domain import InferenceType
 from modelcert.errors import NotFoundError, UserError
-from modelcert.providers.base import DiscoveredModel
+from modelcert.providers.base import DiscoveredModel, ProviderError
 from modelcert.providers.bedrock import BedrockProvider
 from modelcert.providers.bedrock_families import capabilities_for
+from modelcert.secrets import redact
 from modelcert.store import repo
 from modelcert.store.db import transaction
 
@@ -21,6 +23,20 @@ def preferred_inference_type(model: DiscoveredModel) -> InferenceType:
         if kind in model.inference_types:
             return kind
     return model.inference_types[0] if model.inference_types else InferenceType.ON_DEMAND
+
+
+def discovery_failure(provider_slug: str, region: str, error: ProviderError) -> str:
+    """One line for a failed discovery: the category, the provider's code and status,
+    and its (secret-free) message, as `modelcert certify` shows a decisive error."""
+    category = categorise_error(code=error.code, status=error.status, message=error.message)
+    origin = ", ".join(
+        part for part in (error.code, f"HTTP {error.status}" if error.status else None) if part
+    )
+    first_line = (error.message.strip().splitlines() or [""])[0][:500]
+    return (
+        f"{provider_slug}: discovery in {region} failed: {category.category.value}"
+        f"{f' ({origin})' if origin else ''}: {first_line}"
+    )
 
 
 async def sync_bedrock_region(
@@ -42,6 +58,13 @@ async def sync_bedrock_region(
     bedrock = BedrockProvider.from_config(config)
     try:
         discovered = await bedrock.list_models(region)
+    except ProviderError as error:
+        # Bad credentials, an unreachable endpoint…: classified as `certify` reports it.
+        raise UserError(discovery_failure(provider_slug, region, error), field="region") from None
+    except ValueError as exc:  # botocore refuses the configuration (e.g. endpoint_url)
+        raise UserError(
+            f"{provider_slug}: invalid configuration: {redact(str(exc))}", field="provider"
+        ) from None
     finally:
         await bedrock.aclose()
 

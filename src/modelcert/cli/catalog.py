@@ -11,6 +11,7 @@ from modelcert.cli import render
 from modelcert.cli.common import console, json_option, run, session_factory
 from modelcert.domain import Capabilities, InferenceType
 from modelcert.errors import UserError
+from modelcert.secrets import check_env_name
 from modelcert.settings import get_settings
 from modelcert.store import db, repo
 
@@ -67,7 +68,10 @@ def add_provider(
 ) -> None:
     """Add a provider. Secrets are never stored: give the name of an env variable."""
     options = json_option(config, "config")
-    if api_key_env:
+    if api_key_env is not None:
+        problem = check_env_name(api_key_env, "--api-key-env")
+        if problem is not None:
+            raise UserError(problem[1], field="api_key_env")
         options["api_key_env"] = api_key_env
     with db.transaction(session_factory()) as session:
         provider = repo.add_provider(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from modelcert.domain import GLOBAL_REGION, InferenceType
+from modelcert.secrets import redact
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,9 @@ class ProviderError(Exception):
         retry_after: float | None = None,
         provider: str = "",
     ) -> None:
+        # Masked here, where every provider failure is built: what is stored, shown,
+        # reported and logged from it never holds a secret the provider echoed.
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.status = status

@@ -32,6 +32,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from modelcert import secrets
 from modelcert.domain import GLOBAL_REGION, InferenceType
 from modelcert.providers.base import (
     ChatEvent,
@@ -175,6 +176,22 @@ class BedrockProvider:
             self._session = boto3.Session(profile_name=self._profile_name)
         return self._session
 
+    def _register_credentials(self) -> None:
+        """Tell `modelcert.secrets` the chain's current credentials (called in threads:
+        resolving or refreshing them may do I/O), so that an endpoint or proxy echoing
+        the secret key or session token has it masked. Failing to resolve them is the
+        call's own error to report, not this one's."""
+        try:
+            with self._lock:
+                session = self._boto_session()
+            credentials = session.get_credentials()
+            if credentials is None:
+                return
+            frozen = credentials.get_frozen_credentials()
+        except Exception:
+            return
+        secrets.register(frozen.access_key, frozen.secret_key, frozen.token)
+
     def _runtime(self, region: str, transport_s: float | None = None) -> BedrockRuntimeClient:
         """The client for `region` whose timeouts are `transport_s` (None: configured)."""
         key = (region, transport_s)
@@ -196,7 +213,12 @@ class BedrockProvider:
                     config=config,
                 )
                 self._runtime_clients[key] = client
-            return client
+                created = True
+            else:
+                created = False
+        if created:
+            self._register_credentials()
+        return client
 
     def _control(self, region: str) -> BedrockClient:
         with self._lock:
@@ -209,12 +231,25 @@ class BedrockProvider:
                     config=self._config,
                 )
                 self._control_clients[region] = client
-            return client
+                created = True
+            else:
+                created = False
+        if created:
+            self._register_credentials()
+        return client
 
     async def _in_thread(self, call: Callable[[], _T]) -> _T:
         """Run a blocking boto3 call in a worker thread, translating its errors."""
+
+        def guarded() -> _T:
+            try:
+                return call()
+            except Exception:
+                self._register_credentials()  # refreshed ones, before the error is built
+                raise
+
         try:
-            return await asyncio.to_thread(call)
+            return await asyncio.to_thread(guarded)
         except Exception as exc:
             error = to_provider_error(exc)
             if error is None:
@@ -274,7 +309,11 @@ class BedrockProvider:
             if pump.cancelled:
                 # As in _converse: do not send a request that nobody waits for any more.
                 raise StreamCancelled("the Bedrock stream was cancelled before it was sent")
-            return client.converse_stream(**kwargs)["stream"]
+            try:
+                return client.converse_stream(**kwargs)["stream"]
+            except Exception:
+                self._register_credentials()
+                raise
 
         pump = StreamPump(asyncio.get_running_loop(), open_stream)
         self._pumps.add(pump)

@@ -20,6 +20,7 @@ from openai.types.chat import (
     completion_create_params,
 )
 
+from modelcert import secrets
 from modelcert.providers.base import (
     ChatEvent,
     ChatRequest,
@@ -89,7 +90,11 @@ class OpenAIProvider:
         self.organization = organization
         self.timeout = timeout
         self._api_key = api_key
+        secrets.register(api_key)  # masked in every error message and log line from now on
         self._extra_headers = dict(extra_headers or {})
+        secrets.register(
+            *(value for name, value in self._extra_headers.items() if secrets.is_secret_name(name))
+        )
         self._client: openai.AsyncOpenAI | None = None
 
     @classmethod

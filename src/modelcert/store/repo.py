@@ -20,6 +20,7 @@ from modelcert.domain import (
     InferenceType,
 )
 from modelcert.errors import NotFoundError, UserError
+from modelcert.secrets import find_config_secret
 from modelcert.store.models import (
     Certification,
     CertificationRun,
@@ -28,19 +29,23 @@ from modelcert.store.models import (
     Provider,
 )
 
-# Config keys that would hold a secret; keys are referenced by env var name instead.
-_SECRET_KEY = re.compile(r"(api_?key|secret|password|passwd|token|credential)", re.IGNORECASE)
-
 
 def reject_secrets(config: Mapping[str, Any], field: str) -> None:
-    """Secrets never go into the database: only the NAME of an environment variable."""
-    for key in config:
-        if _SECRET_KEY.search(key) and not key.endswith("_env"):
-            raise UserError(
-                f"{field}.{key}: secrets are not stored; put the value in an environment "
-                f"variable and give its name as {key}_env",
-                field=f"{field}.{key}",
-            )
+    """Secrets never go into the database: only the NAME of an environment variable.
+    Key names are compared normalised (`api_key`, `api-key`, `apiKey`, `Authorization`…),
+    nested objects and lists are searched, as are URLs with a password, and every
+    `*_env` value must be a variable's name (see `modelcert.secrets`)."""
+    problem = find_config_secret(config, field)
+    if problem is not None:
+        where, message = problem
+        raise UserError(message, field=where)
+
+
+def reject_secrets_in(field: str, value: str) -> None:
+    """One option's value (e.g. --base-url): no URL password, no key."""
+    problem = find_config_secret(value, field)
+    if problem is not None:
+        raise UserError(problem[1], field=field)
 
 
 def default_regions(kind: str) -> list[str]:
@@ -70,6 +75,7 @@ def add_provider(
     settings = dict(config or {})
     reject_secrets(settings, "config")
     if base_url:
+        reject_secrets_in("base_url", base_url)
         settings.setdefault("base_url", base_url)
     provider = Provider(
         slug=slug,

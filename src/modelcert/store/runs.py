@@ -37,6 +37,7 @@ from modelcert.domain import (
     TestResult,
 )
 from modelcert.errors import NotFoundError, StoreUnavailable
+from modelcert.secrets import redact, redact_optional
 from modelcert.store import repo
 from modelcert.store.db import transaction
 from modelcert.store.models import (
@@ -255,7 +256,7 @@ def _copy_score(target: Certification | CertificationRun, score: Score) -> None:
     target.total_retries = score.total_retries
     target.error_category = score.error_category.value if score.error_category else None
     target.error_severity = score.error_severity.value if score.error_severity else None
-    target.error_message = score.error_message
+    target.error_message = redact_optional(score.error_message)
 
 
 def finish_run(
@@ -298,7 +299,7 @@ def finish_run(
         # No verdict on the model: the certification says why, and keeps the figures and
         # validity of the verdict it had (which stays valid until it expires).
         certification.status = score.status.value
-        certification.error_message = score.error_message
+        certification.error_message = redact_optional(score.error_message)
         session.flush()
         return certification
     _copy_score(certification, score)
@@ -384,6 +385,7 @@ def abort_run(session: Session, run_id: int, status: CertificationStatus, messag
     run = session.get(CertificationRun, run_id, with_for_update=True)
     if run is None or run.status != CertificationStatus.RUNNING.value:
         return False
+    message = redact(message)
     run.status = status.value
     run.error_message = message
     run.completed_at = now
@@ -414,7 +416,7 @@ def cancel_open_runs(
         )
         .values(
             status=CertificationStatus.CANCELLED.value,
-            error_message=message,
+            error_message=redact(message),
             completed_at=utcnow(),
         )
     )
@@ -427,7 +429,7 @@ def _test_values(run_id: int, position: int, result: TestResult) -> dict[str, An
         test_id=result.test_id,
         title=result.title,
         outcome=result.outcome.value,
-        detail=result.detail,
+        detail=redact(result.detail),
         latency_ms=result.latency_ms,
         ttft_ms=result.ttft_ms,
         retries=result.retries,
@@ -436,7 +438,7 @@ def _test_values(run_id: int, position: int, result: TestResult) -> dict[str, An
         error_severity=result.error_severity.value if result.error_severity else None,
         error_code=result.error_code,
         http_status=result.http_status,
-        error_message=result.error_message,
+        error_message=redact_optional(result.error_message),
         input_tokens=result.input_tokens,
         output_tokens=result.output_tokens,
         throttled_s=result.throttled_s,
