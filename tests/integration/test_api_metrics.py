@@ -64,8 +64,14 @@ def test_an_empty_database_exports_zero_workers_and_no_work(client: TestClient) 
     assert value(samples, "modelcert_database_up") == 1
     for state in ("alive", "dead", "stopped"):
         assert value(samples, "modelcert_workers", state=state) == 0
-    # Families with no rows behind them have no samples (Prometheus sees them absent).
-    assert names(samples) == {"modelcert_database_up", "modelcert_workers"}
+    # Families with no rows behind them have no samples (Prometheus sees them absent); the
+    # failed-authentication counter is the API's own, every surface and reason from 0.
+    assert names(samples) == {
+        "modelcert_database_up",
+        "modelcert_workers",
+        "modelcert_api_auth_failures_total",
+    }
+    assert value(samples, "modelcert_api_auth_failures_total", surface="api", reason="invalid") == 0
 
 
 def test_queue_workers_and_certifications_come_from_the_database(
@@ -183,4 +189,6 @@ def test_an_unreachable_database_is_reported_not_a_server_error() -> None:
             samples = scrape(client)
     finally:
         engine.dispose()
-    assert samples == {("modelcert_database_up", frozenset()): 0}
+    # The failed-authentication counter is the API's own, not the database's: it stays.
+    database = {k: v for k, v in samples.items() if k[0] != "modelcert_api_auth_failures_total"}
+    assert database == {("modelcert_database_up", frozenset()): 0}

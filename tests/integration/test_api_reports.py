@@ -211,10 +211,12 @@ def test_filters(client: TestClient, viewer: Headers) -> None:
     ("params", "code", "field", "message"),
     [
         ({"format": "html"}, 422, "format", "format:"),
-        ({"since": "yesterday"}, 400, "since", "neither a duration"),
+        ({"since": "yesterday"}, 422, "since", "must be a window"),
+        ({"since": "0001-01-01"}, 422, "since", "from 1970 to 8999"),
+        ({"since": "99999999w"}, 422, "since", "must be a window"),
         ({"provider": "ghost"}, 404, "provider", "unknown provider 'ghost'"),
         ({"modelId": "ghost"}, 404, "modelId", "unknown deployment 'ghost'"),
-        ({"region": "mars-1"}, 400, "region", "unknown region 'mars-1'"),
+        ({"region": "mars-1"}, 404, "region", "unknown region 'mars-1'"),
     ],
 )
 def test_bad_filters_name_the_field(

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert import __version__
+from modelcert.api import edges
 from modelcert.api.dashboard import router as dashboard_router
 from modelcert.api.errors import install_error_handlers
 from modelcert.api.routes import certification, system
@@ -56,7 +57,15 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.enqueuer = None
     app.state.enqueuer_lock = threading.Lock()  # requests run in a thread pool
+    app.state.auth_limiter = edges.FailedAuthLimiter()
+    app.state.auth_metrics = edges.AuthMetrics()
+    app.state.stream_slots = edges.StreamSlots()
+    app.state.stream_max_s = edges.STREAM_MAX_S
+    # Outermost last: security headers, the outage 503, the key check, the body limit.
+    app.add_middleware(edges.BodyLimitMiddleware)
+    app.add_middleware(edges.ApiAuthMiddleware)
     install_error_handlers(app)
+    app.add_middleware(edges.SecurityHeadersMiddleware)
     app.include_router(system.router)
     app.include_router(certification.router)
     app.include_router(dashboard_router)

@@ -70,10 +70,16 @@ EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
 
 
 def get_current_key(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey:
-    """The API key presented as a bearer token; 401 when missing, unknown or revoked."""
+    """The API key presented as a bearer token; 401 when missing, unknown or revoked.
+    `edges.ApiAuthMiddleware` has checked it already, before the body was read: its key
+    is taken as it is."""
+    checked: ApiKey | None = getattr(request.state, "api_key", None)
+    if checked is not None:
+        return checked
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelcert.api.schemas import ErrorResponse, ValidationErrorResponse
 from modelcert.errors import NotFoundError, UserError
 from modelcert.store.outage import describe_outage, is_database_unavailable
 
@@ -60,6 +61,48 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
         status_code=422,
         content={"detail": f"{first}: {errors[0]['msg']}", "errors": errors, "field": first},
     )
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+_ERROR_DOCS: dict[int, tuple[str, dict[str, Any]]] = {
+    400: ("The request is well formed but cannot be done as asked.", {}),
+    401: (
+        "No API key, or an unknown or revoked one.",
+        {"WWW-Authenticate": {"description": "`Bearer`.", "schema": {"type": "string"}}},
+    ),
+    403: ("The key's role is too low for this operation.", {}),
+    404: ("What the request names does not exist.", {}),
+    409: ("The request conflicts with the current state.", {}),
+    413: ("The request body is larger than the API accepts.", {}),
+    422: ("A parameter or the body is invalid: `field` names the first one.", {}),
+    429: (
+        "Too many failed authentications from this client, or too many open streams.",
+        _RETRY_AFTER,
+    ),
+    503: ("The database is out of reach; retry later.", _RETRY_AFTER),
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses: each with the one error schema
+    (`ErrorResponse`; `ValidationErrorResponse` for 422) and its headers."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        description, headers = _ERROR_DOCS[code]
+        entry: dict[str, Any] = {
+            "model": ValidationErrorResponse if code == 422 else ErrorResponse,
+            "description": description,
+        }
+        if headers:
+            entry["headers"] = headers
+        documented[code] = entry
+    return documented
+
+
+# What each kind of route may answer besides its own statuses.
+VIEWER_ERRORS = (401, 429, 503)  # any key: no 403, viewer is the lowest role
+ROLE_ERRORS = (401, 403, 429, 503)  # operator or admin
+BODY_ERRORS = (413, 422)
 
 
 def database_unavailable_response(detail: str = DATABASE_UNAVAILABLE) -> JSONResponse:

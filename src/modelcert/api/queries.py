@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from modelcert.errors import NotFoundError, UserError
 from modelcert.store import repo
 from modelcert.store.models import Certification, CertificationRun, Deployment, Job, Provider
+from modelcert.validation import id_in_range, is_digit_id
 
 RECENT_RUNS = 10
 
@@ -35,8 +36,21 @@ class Paging:
         return (self.page - 1) * self.page_size
 
 
+def check_ref(ref: str | int, field: str) -> None:
+    """`NotFoundError` naming `field` for a ref no deployment can have: digits beyond the
+    id columns' range, or digits that are not ASCII (`²`: `str.isdigit` says yes and
+    `int()` refuses it). Checked before any lookup, so that no driver sees them."""
+    text = str(ref).strip()
+    if is_digit_id(text):
+        if not id_in_range(int(text)):
+            raise NotFoundError(f"unknown deployment id {text}", field=field)
+    elif text.isdigit():
+        raise NotFoundError(f"unknown deployment {text!r}", field=field)
+
+
 def find_deployment(session: Session, ref: str, field: str = "modelId") -> Deployment:
     """`repo.find_deployment`, its errors naming the API's field."""
+    check_ref(ref, field)
     try:
         return repo.find_deployment(session, ref)
     except UserError as exc:
@@ -175,7 +189,7 @@ def check_served(session: Session, regions: Sequence[str], provider: str | None)
     unknown = [region for region in regions if region not in served]
     if unknown:
         where = f"provider {provider!r}" if provider else "any active provider"
-        raise UserError(
+        raise NotFoundError(
             f"region {unknown[0]!r} is not served by {where} "
             f"(served: {', '.join(sorted(served)) or 'none'})",
             field="regions",

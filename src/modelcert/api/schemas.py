@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from modelcert.domain import JobKind, Priority
 from modelcert.store.models import Certification, CertificationRun, Deployment, TestResultRow
+from modelcert.validation import DeploymentRef, ProviderSlug, RegionName
 
 T = TypeVar("T")
 
@@ -27,18 +28,8 @@ class ApiRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _ref_text(value: Any) -> Any:
-    # A deployment is named by its numeric id or `provider/model-id`: accept 12 and "12".
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-ModelRef = Annotated[
-    str,
-    BeforeValidator(_ref_text),
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=300),
-]
-RegionName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-ProviderSlug = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+# The boundary's validated types (modelcert.validation), under the names used here.
+ModelRef = DeploymentRef
 MAX_DELAY_S = 7 * 24 * 3600
 
 
@@ -106,8 +97,22 @@ class EnqueueResponse(ApiModel):
 
 
 class ErrorResponse(ApiModel):
+    """Every error the API answers: what went wrong, and the field it is about."""
+
     detail: str
-    field: str | None = None
+    field: str | None = Field(None, description="The request field at fault, when one is.")
+
+
+class ValidationIssue(ApiModel):
+    loc: list[str | int] = Field(description="Where: body, query, path or header, then names.")
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(ErrorResponse):
+    """422: the first problem in `detail` and `field`, every one in `errors`."""
+
+    errors: list[ValidationIssue] = []
 
 
 class ConflictResponse(ErrorResponse):

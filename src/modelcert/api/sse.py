@@ -15,9 +15,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelcert.api.edges import STREAM_MAX_S, STREAM_RETRY_AFTER_S, StreamSlots
 from modelcert.api.schemas import JobSummaryOut
 from modelcert.certify.battery import plan_battery
 from modelcert.domain import Capabilities, CertificationStatus, JobStatus
@@ -156,10 +159,18 @@ async def job_events(
     *,
     poll_s: float = POLL_S,
     heartbeat_s: float = HEARTBEAT_S,
+    max_s: float = STREAM_MAX_S,
 ) -> AsyncIterator[str]:
-    """The event stream of one job, until it finishes or the client goes away."""
+    """The event stream of one job, until it finishes, the client goes away or `max_s`
+    have passed (then a `timeout` event: the client reconnects to go on)."""
     last_sent = time.monotonic()
+    deadline = last_sent + max_s
     while not await is_disconnected():
+        if time.monotonic() >= deadline:
+            yield sse_event(
+                {"type": "timeout", "message": f"stream closed after {int(max_s)} s: reconnect"}
+            )
+            return
         try:
             events, summary = await asyncio.to_thread(progress.poll)
         except NotFoundError as exc:
@@ -192,3 +203,35 @@ async def job_events(
             yield HEARTBEAT
             last_sent = time.monotonic()
         await asyncio.sleep(poll_s)
+
+
+def stream_response(
+    request: Request, factory: sessionmaker[Session], job_id: str, key_name: str
+) -> Response:
+    """The job's event stream for the key `key_name`, or 429 with Retry-After when that
+    key already holds MAX_STREAMS_PER_KEY open streams."""
+    slots: StreamSlots = request.app.state.stream_slots
+    if not slots.acquire(key_name):
+        return JSONResponse(
+            status_code=429,
+            content={
+                "detail": f"too many open progress streams for this key "
+                f"(at most {slots.limit}); close one or retry later",
+                "field": "jobId",
+            },
+            headers={"Retry-After": str(STREAM_RETRY_AFTER_S)},
+        )
+
+    async def events() -> AsyncIterator[str]:
+        with slots.held(key_name):
+            async for event in job_events(
+                JobProgress(factory, job_id),
+                request.is_disconnected,
+                poll_s=POLL_S,
+                heartbeat_s=HEARTBEAT_S,
+                max_s=request.app.state.stream_max_s,
+            ):
+                yield event
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from modelcert.errors import NotFoundError, UserError
@@ -33,6 +33,7 @@ KEY_BYTES = 32
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
+_PRESENTED = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 @functools.total_ordering
@@ -103,6 +104,10 @@ def create_api_key(session: Session, name: str, role: Role | str) -> tuple[ApiKe
 
 def authenticate(session: Session, presented: str) -> ApiKey | None:
     """The live (not revoked) key matching `presented`, or None. Records its use."""
+    # Ours are ASCII letters, digits, - and _: anything else (a NUL, a non-ASCII byte)
+    # cannot match, and must not reach the database either.
+    if not _PRESENTED.fullmatch(presented):
+        return None
     prefix = key_prefix(presented)
     if prefix is None:
         return None
@@ -131,10 +136,35 @@ def get_api_key(session: Session, name: str) -> ApiKey:
     return key
 
 
-def revoke_api_key(session: Session, name: str, *, now: datetime | None = None) -> ApiKey:
-    """Revoke the key named `name` for good. Revoking twice keeps the first time."""
+class LastAdminKeyError(UserError):
+    """Revoking this key would leave no active admin key: nobody could manage keys."""
+
+
+def revoke_api_key(
+    session: Session, name: str, *, now: datetime | None = None, keep_last_admin: bool = False
+) -> ApiKey:
+    """Revoke the key named `name` for good. Revoking twice keeps the first time.
+    With `keep_last_admin` (the API), `LastAdminKeyError` if it is the last active admin
+    key: over HTTP nobody could manage keys any more. (The CLI, which reaches the database
+    itself and can always create a key, may revoke it: a demo's temporary admin key.)"""
     key = get_api_key(session, name)
     if key.revoked_at is None:
+        if keep_last_admin and key.role == Role.admin.value:
+            others = session.scalar(
+                select(func.count())
+                .select_from(ApiKey)
+                .where(
+                    ApiKey.role == Role.admin.value,
+                    ApiKey.revoked_at.is_(None),
+                    ApiKey.id != key.id,
+                )
+            )
+            if not others:
+                raise LastAdminKeyError(
+                    f"API key {name!r} is the last active admin key: create another admin "
+                    "key before revoking it",
+                    field="name",
+                )
         key.revoked_at = now or utcnow()
     return key
 

@@ -11,12 +11,13 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, status
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.api import queries, sse
+from modelcert.api import edges, queries, sse
 from modelcert.api.deps import CurrentKey, EnqueuerDep, FactoryDep, OperatorKey, SessionDep
+from modelcert.api.errors import BODY_ERRORS, ROLE_ERRORS, VIEWER_ERRORS, error_responses
 from modelcert.api.routes import certification_reads
 from modelcert.api.schemas import (
     CancelResponse,
@@ -38,15 +39,14 @@ from modelcert.jobs.cancel import cancel_job
 from modelcert.jobs.enqueue import Enqueuer, EnqueueResult, all_active_targets, recertify_targets
 from modelcert.jobs.job_summary import job_summary
 from modelcert.store.auth_models import ApiKey
+from modelcert.validation import JobId
 
 router = APIRouter(prefix="/api/certification-queue", tags=["certification"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status.HTTP_400_BAD_REQUEST: {"model": ErrorResponse},
-    status.HTTP_404_NOT_FOUND: {"model": ErrorResponse},
-}
+# Queuing: operator role, a JSON body; 400 (ambiguous ref), 404 (unknown deployment,
+# provider or region), 409 (already queued or running).
 _QUEUE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_ERRORS,
+    **error_responses(400, 404, *BODY_ERRORS, *ROLE_ERRORS),
     status.HTTP_409_CONFLICT: {
         "model": ConflictResponse,
         "description": "Already queued or running: nothing new was queued.",
@@ -54,16 +54,19 @@ _QUEUE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-JobId = Annotated[str, Path(alias="jobId", min_length=1, max_length=36)]
+JobIdPath = Annotated[JobId, Path(alias="jobId")]
 
 
 @contextmanager
 def _api_fields(**names: str) -> Iterator[None]:
-    """Errors of the layers below, their `field` renamed to what the client sent."""
+    """Errors of the layers below, their `field` renamed to what the client sent. A region
+    the deployment's provider does not serve is not found (404), like an unknown one."""
     try:
         yield
     except UserError as exc:
-        raise type(exc)(exc.message, field=names.get(exc.field or "", exc.field)) from None
+        field = names.get(exc.field or "", exc.field)
+        kind = NotFoundError if exc.field == "region" else type(exc)
+        raise kind(exc.message, field=field) from None
 
 
 def _enqueue(
@@ -79,6 +82,8 @@ def _enqueue(
     fields = {"deployment": "modelIds", "region": "regions", "delay": "delaySeconds"}
     if kind is JobKind.SINGLE:
         fields.update(deployment="modelId", region="region")
+    for ref, _region in targets:
+        queries.check_ref(ref, fields["deployment"])
     with _api_fields(**fields):
         return enqueuer.enqueue(
             factory, targets, kind=kind, priority=priority, created_by=key.name, delay_s=delay_s
@@ -214,8 +219,12 @@ def recertify(
     return _batch_answer(result, None)
 
 
-@router.get("/jobs/{jobId}", response_model=JobSummaryOut, responses=_ERRORS)
-def get_job(job_id: JobId, session: SessionDep, _viewer: CurrentKey) -> JobSummaryOut:
+@router.get(
+    "/jobs/{jobId}",
+    response_model=JobSummaryOut,
+    responses=error_responses(404, 422, *VIEWER_ERRORS),
+)
+def get_job(job_id: JobIdPath, session: SessionDep, _viewer: CurrentKey) -> JobSummaryOut:
     """A job's status, totals and one row per certification."""
     return JobSummaryOut.model_validate(job_summary(session, job_id))
 
@@ -223,10 +232,10 @@ def get_job(job_id: JobId, session: SessionDep, _viewer: CurrentKey) -> JobSumma
 @router.delete(
     "/jobs/{jobId}",
     response_model=CancelResponse,
-    responses={**_ERRORS, status.HTTP_409_CONFLICT: {"model": ErrorResponse}},
+    responses=error_responses(404, 409, 422, *ROLE_ERRORS),
 )
 def cancel(
-    job_id: JobId, _operator: OperatorKey, enqueuer: EnqueuerDep, factory: FactoryDep
+    job_id: JobIdPath, _operator: OperatorKey, enqueuer: EnqueuerDep, factory: FactoryDep
 ) -> CancelResponse | JSONResponse:
     """Cancel a job: queued certifications never start, running ones stop after their
     current test. 409 when the job has already finished."""
@@ -247,25 +256,20 @@ def cancel(
         status.HTTP_200_OK: {
             "content": {"text/event-stream": {}},
             "description": "`data:` events: progress (one per finished test), then "
-            "complete (with the job) or error.",
+            "complete (with the job) or error. A stream ends after "
+            f"{int(edges.STREAM_MAX_S)} s (reconnect to go on); a key may hold "
+            f"{edges.MAX_STREAMS_PER_KEY} open at once (429 beyond).",
         },
-        **_ERRORS,
+        **error_responses(404, 422, *VIEWER_ERRORS),
     },
 )
 def job_events(
-    job_id: JobId, request: Request, _viewer: CurrentKey, factory: FactoryDep
-) -> StreamingResponse:
+    job_id: JobIdPath, request: Request, key: CurrentKey, factory: FactoryDep
+) -> Response:
     """A job's progress as Server-Sent Events, until it completes or is cancelled."""
     with factory() as session:
         queries.require_job(session, job_id)
-    stream = sse.job_events(
-        sse.JobProgress(factory, job_id),
-        request.is_disconnected,
-        poll_s=sse.POLL_S,
-        heartbeat_s=sse.HEARTBEAT_S,
-    )
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+    return sse.stream_response(request, factory, job_id, key.name)
 
 
 router.include_router(certification_reads.router)

@@ -3,16 +3,16 @@ in detail, statistics and regions. Any key (viewer role) may read."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query
 
 from modelcert.api import queries
 from modelcert.api.deps import CurrentKey, SessionDep, SettingsDep
+from modelcert.api.errors import VIEWER_ERRORS, error_responses
 from modelcert.api.schemas import (
     CertificationDetailOut,
     CertificationOut,
-    ErrorResponse,
     Page,
     ProviderRegionsOut,
     RegionsOut,
@@ -23,21 +23,18 @@ from modelcert.api.schemas import (
 from modelcert.domain import CertificationStatus
 from modelcert.jobs.queue_stats import queue_stats
 from modelcert.store.models import utcnow
+from modelcert.validation import DeploymentRef, ProviderSlug, RegionName, RowId
 
 # Included by `routes.certification`, under its prefix.
 router = APIRouter()
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status.HTTP_400_BAD_REQUEST: {"model": ErrorResponse},
-    status.HTTP_404_NOT_FOUND: {"model": ErrorResponse},
-}
+# 400: an ambiguous modelId; 404: an unknown one (or provider, run, pair).
+_ERRORS = error_responses(400, 404, 422, *VIEWER_ERRORS)
 
 
 StatusFilter = Annotated[CertificationStatus | None, Query(alias="status")]
-RegionFilter = Annotated[str | None, Query(min_length=1, max_length=64)]
-ModelFilter = Annotated[
-    str | None, Query(alias="modelId", min_length=1, max_length=300, description="Id or slug/id.")
-]
+RegionFilter = Annotated[RegionName | None, Query()]
+ModelFilter = Annotated[DeploymentRef | None, Query(alias="modelId", description="Id or slug/id.")]
 
 
 def get_paging(
@@ -80,7 +77,7 @@ def certifications(
     status_filter: StatusFilter = None,
     region: RegionFilter = None,
     model_id: ModelFilter = None,
-    provider: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    provider: Annotated[ProviderSlug | None, Query()] = None,
     valid: Annotated[bool | None, Query(description="Unexpired CERTIFIED/QUALITY_WARNING.")] = None,
 ) -> Page[CertificationOut]:
     """The current certification of each deployment × region, a page at a time."""
@@ -107,8 +104,8 @@ def certifications(
     responses=_ERRORS,
 )
 def certification(
-    deployment_id: Annotated[str, Path(alias="deploymentId", min_length=1, max_length=300)],
-    region: Annotated[str, Path(min_length=1, max_length=64)],
+    deployment_id: Annotated[DeploymentRef, Path(alias="deploymentId")],
+    region: Annotated[RegionName, Path()],
     session: SessionDep,
     _viewer: CurrentKey,
     runs: Annotated[int, Query(ge=1, le=100, description="How many latest runs.")] = 20,
@@ -121,9 +118,13 @@ def certification(
     )
 
 
-@router.get("/runs/{runId}", response_model=RunDetailOut, responses=_ERRORS)
+@router.get(
+    "/runs/{runId}",
+    response_model=RunDetailOut,
+    responses=error_responses(404, 422, *VIEWER_ERRORS),
+)
 def run(
-    run_id: Annotated[int, Path(alias="runId", ge=1)], session: SessionDep, _viewer: CurrentKey
+    run_id: Annotated[RowId, Path(alias="runId")], session: SessionDep, _viewer: CurrentKey
 ) -> RunDetailOut:
     """One run with every test: outcome, latency, TTFT, retries, the classified error and
     the provider's original message."""
@@ -131,7 +132,7 @@ def run(
     return RunDetailOut.of_run(found, deployment)
 
 
-@router.get("/stats", response_model=StatsOut)
+@router.get("/stats", response_model=StatsOut, responses=error_responses(*VIEWER_ERRORS))
 def stats(session: SessionDep, _viewer: CurrentKey, settings: SettingsDep) -> StatsOut:
     """Queue counts (overall and by region), certifications by status, the 10 latest runs."""
     by_status, valid = queries.certification_counts(session, utcnow())
@@ -145,7 +146,7 @@ def stats(session: SessionDep, _viewer: CurrentKey, settings: SettingsDep) -> St
     )
 
 
-@router.get("/regions", response_model=RegionsOut)
+@router.get("/regions", response_model=RegionsOut, responses=error_responses(*VIEWER_ERRORS))
 def regions(session: SessionDep, _viewer: CurrentKey) -> RegionsOut:
     """The regions each active provider serves, and all of them together."""
     providers = queries.active_providers(session)

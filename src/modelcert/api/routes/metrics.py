@@ -27,6 +27,7 @@ from sqlalchemy import and_, case, func, not_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelcert.api.edges import AUTH_FAILURES_METRIC
 from modelcert.jobs.queue_stats import queue_counts
 from modelcert.settings import Settings
 from modelcert.store.models import Certification, utcnow
@@ -175,8 +176,9 @@ class DatabaseCollector(Collector):
 
 
 def exported_names() -> frozenset[str]:
-    """The metric names this endpoint exports, as written in PromQL (all gauges)."""
-    return frozenset(_families())
+    """The metric names this endpoint exports, as written in PromQL: the gauges read from
+    the database, and the API's failed-authentication counter."""
+    return frozenset(_families()) | {AUTH_FAILURES_METRIC}
 
 
 @router.get("/metrics", response_class=Response, include_in_schema=False)
@@ -187,7 +189,7 @@ def metrics(request: Request) -> Response:
         DatabaseCollector(request.app.state.session_factory, request.app.state.settings)
     )
     return Response(
-        generate_latest(registry),
+        generate_latest(registry) + generate_latest(request.app.state.auth_metrics.registry),
         media_type=CONTENT_TYPE_LATEST,
         headers={"Cache-Control": "no-store"},
     )

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Path, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelcert.api.deps import AdminKey, CurrentKey, SessionDep
-from modelcert.api.errors import DATABASE_UNAVAILABLE, RETRY_AFTER_S
+from modelcert.api.errors import (
+    DATABASE_UNAVAILABLE,
+    RETRY_AFTER_S,
+    ROLE_ERRORS,
+    VIEWER_ERRORS,
+    error_responses,
+)
 from modelcert.store import api_keys
 from modelcert.store.api_keys import Role
 from modelcert.store.auth_models import ApiKey
 from modelcert.store.outage import describe_outage, is_database_unavailable
+from modelcert.validation import KeyName
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["system"])
@@ -91,21 +99,35 @@ def health(session: SessionDep) -> Health | JSONResponse:
     return Health(status="ok", database="ok", schema_revision=revision)
 
 
-@router.get("/whoami", response_model=Identity)
+@router.get("/whoami", response_model=Identity, responses=error_responses(*VIEWER_ERRORS))
 def whoami(key: CurrentKey) -> Identity:
     """The name and role of the key making the request."""
     return Identity(name=key.name, role=api_keys.key_role(key))
 
 
-@router.get("/keys", response_model=list[ApiKeyOut])
+@router.get("/keys", response_model=list[ApiKeyOut], responses=error_responses(422, *ROLE_ERRORS))
 def list_keys(session: SessionDep, _admin: AdminKey, role: Role | None = None) -> list[ApiKeyOut]:
     """Every API key, revoked ones included; `role` keeps only keys with that role."""
     return [ApiKeyOut.of(key) for key in api_keys.list_api_keys(session, role)]
 
 
-@router.delete("/keys/{name}", response_model=ApiKeyOut)
-def revoke_key(name: str, session: SessionDep, _admin: AdminKey) -> ApiKeyOut:
-    """Revoke a key for good (a leaked one, say); 404 if there is no key of that name."""
-    key = api_keys.revoke_api_key(session, name)
+@router.delete(
+    "/keys/{name}",
+    response_model=ApiKeyOut,
+    responses=error_responses(404, 409, 422, *ROLE_ERRORS),
+)
+def revoke_key(
+    name: Annotated[KeyName, Path()], session: SessionDep, _admin: AdminKey
+) -> ApiKeyOut | JSONResponse:
+    """Revoke a key for good (a leaked one, say); 404 if there is no key of that name, 409
+    if it is the last active admin key (nobody could manage keys any more)."""
+    try:
+        key = api_keys.revoke_api_key(session, name, keep_last_admin=True)
+    except api_keys.LastAdminKeyError as exc:
+        session.rollback()
+        return JSONResponse(
+            status_code=status.HTTP_409_CONFLICT,
+            content={"detail": exc.message, "field": "name"},
+        )
     session.commit()
     return ApiKeyOut.of(key)
