@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -76,9 +77,11 @@ def test_dry_run_shows_what_is_due_then_a_run_queues_it(
     assert "nothing is due for re-certification" in again.stdout
 
 
-def test_a_database_without_schema_is_one_line_and_exit_2(tmp_path: object) -> None:
+def test_a_database_without_schema_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "empty.db").touch()  # an empty file: a SQLite database without a table
     result = run(f"sqlite:///{tmp_path}/empty.db", "--dry-run")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: database has no schema yet: run `modelcert db upgrade`"
+        f"error: database sqlite:///{tmp_path}/empty.db has no schema yet: "
+        "run `modelcert db upgrade`"
     ]
