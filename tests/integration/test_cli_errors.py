@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 
 from modelcert.cli import run_command
 from modelcert.settings import get_settings
+from modelcert.worker.process import free_port
 
 SECRET = "s3cr3t-password"  # in URLs below: never shown
 
@@ -146,6 +147,8 @@ def test_log_levels_are_accepted_in_any_case(tmp_path: Path) -> None:
         (["worker", "--health-port", "70000"], "'--health-port'"),
         (["worker", "--health-port", "-5"], "'--health-port'"),
         (["api", "--port", "0"], "'--port'"),
+        (["up", "--port", "70000"], "'--port'"),
+        (["demo", "--port", "-1"], "'--port'"),
         (["enqueue", "--region", "us-east-1"], "Missing option '--deployment'"),
         (["enqueue", "--deployment", "a", "--region", "b", "--delay", "soon"], "'--delay'"),
         (["jobs", "show"], "Missing argument"),
@@ -281,28 +284,59 @@ def test_the_cli_and_the_api_share_the_delay_cap() -> None:
     assert "MAX_DELAY_S" in inspect.getsource(jobs.enqueue_command)
 
 
-# --- the worker's health port: a real process, refused at start ---------------------------
+# --- ports: refused before a server starts ----------------------------------------------
 
 
-def test_a_worker_whose_health_port_is_in_use_exits_2_in_one_line(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'modelcert.db'}"
+@pytest.fixture
+def busy_port() -> Iterator[int]:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        port = busy.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "modelcert", "worker", "--health-port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={
-                **os.environ,
-                "MODELCERT_DATABASE_URL": url,
-                "MODELCERT_WORKER_HEALTH_HOST": "127.0.0.1",
-            },
-            cwd=tmp_path,
-        )
+        yield busy.getsockname()[1]
+
+
+def test_the_api_and_up_refuse_a_port_in_use_or_a_host_that_is_not_here(
+    cli: Cli, tmp_path: Path, busy_port: int
+) -> None:
+    url = f"sqlite:///{tmp_path / 'modelcert.db'}"
+    assert cli(url, "db", "upgrade").code == 0
+    cli(url, "api", "--port", str(busy_port)).assert_one_error(
+        f"cannot listen on 127.0.0.1:{busy_port} (Address already in use)", "--port"
+    )
+    cli(url, "api", "--host", "256.1.1.1", "--port", "8000").assert_one_error(
+        "cannot listen on 256.1.1.1:8000"
+    )
+    cli(url, "up", "--port", str(busy_port)).assert_one_error(
+        f"cannot listen on 127.0.0.1:{busy_port} (Address already in use)"
+    )
+    api_port = str(free_port())
+    cli(
+        url, "up", "--workers", "2", "--port", api_port, WORKER_HEALTH_PORT="65535"
+    ).assert_one_error(
+        "cannot listen on 0.0.0.0:65536 (ports are 0 to 65535)", "WORKER_HEALTH_PORT"
+    )
+
+
+# --- the worker's health port: a real process, refused at start ---------------------------
+
+
+def test_a_worker_whose_health_port_is_in_use_exits_2_in_one_line(
+    tmp_path: Path, busy_port: int
+) -> None:
+    url = f"sqlite:///{tmp_path / 'modelcert.db'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "modelcert", "worker", "--health-port", str(busy_port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "MODELCERT_DATABASE_URL": url,
+            "MODELCERT_WORKER_HEALTH_HOST": "127.0.0.1",
+        },
+        cwd=tmp_path,
+    )
     Result(result.returncode, result.stdout, result.stderr).assert_one_error(
-        f"cannot listen on 127.0.0.1:{port}", "--health-port or WORKER_HEALTH_PORT"
+        f"cannot listen on 127.0.0.1:{busy_port}", "--health-port or WORKER_HEALTH_PORT"
     )
     assert files_in(tmp_path) == []  # stopped before it touched the database

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -40,6 +41,25 @@ def open_engine(settings: Settings, *, migrate: bool = False) -> Engine:
             "run `modelcert db upgrade`"
         )
     return engine
+
+
+def check_can_listen(host: str, port: int, hint: str) -> None:
+    """Refused (`UserError`, one line) unless a server could listen on `host:port` now: a
+    port in use or out of range, or a host that is no address of this machine. Checked
+    before a server starts, so that it does not fail half-way through its start-up."""
+    if not 0 <= port <= 65535:  # getaddrinfo takes 65536 for 0: any port
+        raise UserError(f"cannot listen on {host}:{port} (ports are 0 to 65535); {hint}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            # As the servers themselves do: connections in TIME_WAIT don't make a port busy.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except (OSError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f"cannot listen on {host}:{port} ({reason}); {hint}", field="port") from exc
 
 
 def database_unavailable_message(

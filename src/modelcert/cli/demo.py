@@ -31,7 +31,7 @@ LOG_DIR = Path(".modelcert/logs")
 
 def demo_command(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
-    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="API port.")] = 8000,
     serve: Annotated[bool, typer.Option(help="Keep the API and workers running.")] = False,
     in_process: Annotated[
         bool, typer.Option(help="Certify in this process, without API and workers.")

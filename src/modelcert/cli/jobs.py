@@ -12,7 +12,12 @@ from typing import Annotated
 
 import typer
 
-from modelcert.cli.common import console, database_unavailable_message, open_engine
+from modelcert.cli.common import (
+    check_can_listen,
+    console,
+    database_unavailable_message,
+    open_engine,
+)
 from modelcert.domain import JobKind, Priority
 from modelcert.errors import UserError
 from modelcert.settings import get_settings
@@ -59,6 +64,7 @@ def api_command(
             )
     finally:
         engine.dispose()
+    check_can_listen(host, port, "choose another with --host and --port")
     # The app makes its own engine (and disposes of it at shutdown).
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
 
@@ -227,7 +233,7 @@ def worker_command(
 def up_command(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes to start.")] = 2,
     host: Annotated[str, typer.Option(help="API host.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="API port.")] = 8000,
 ) -> None:
     """Start the API and N workers on this machine (the embedded database by default)."""
     from modelcert.cli.launcher import LocalCluster

@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from modelcert.api.app import create_app
+from modelcert.cli.common import check_can_listen
 from modelcert.errors import UserError
 from modelcert.settings import Settings
 from modelcert.store import db
@@ -29,17 +30,6 @@ def _get(url: str) -> int:
         return int(exc.code)
     except OSError:
         return 0
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        # As the servers themselves do: connections in TIME_WAIT don't make a port busy.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 class LocalCluster:
@@ -79,12 +69,14 @@ class LocalCluster:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60) -> None:
-        for port in (self.port, *self.health_ports):
-            if not port_is_free(self.host if port == self.port else "0.0.0.0", port):
-                raise UserError(
-                    f"port {port} is in use (choose another with --port or WORKER_HEALTH_PORT)",
-                    field="port",
-                )
+        check_can_listen(self.host, self.port, "choose another port with --port")
+        for port in self.health_ports:
+            check_can_listen(
+                self.settings.worker_health_host,
+                port,
+                f"the {self.worker_count} workers' health servers listen on WORKER_HEALTH_PORT "
+                "and the ports after it: choose another",
+            )
         db.upgrade(db.make_engine(self.settings.database_url))
         for worker in self.workers:
             worker.spawn()
