@@ -201,10 +201,6 @@ async def _json_answer(
     await send({"type": "http.response.body", "body": payload})
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
     """413 for a body above MAX_BODY_BYTES: by Content-Length before reading anything, or
     while a body without one streams in."""
@@ -228,28 +224,31 @@ class BodyLimitMiddleware:
                 return
         received = 0
         started = False
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not refused:
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise BodyTooLarge
+                    # Answer now, and tell the app the client went away: whatever it
+                    # answers to that (FastAPI: a 400) is dropped.
+                    refused = True
+                    if not started:
+                        await _json_answer(send, 413, _too_large(self.limit))
+                    return {"type": "http.disconnect"}
             return message
 
-        async def note_start(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, note_start)
-        except BodyTooLarge:
-            if started:
-                raise
-            await _json_answer(send, 413, _too_large(self.limit))
+        await self.app(scope, limited_receive, guarded_send)
 
 
 def _too_large(limit: int) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from modelcert.jobs import control
 from modelcert.jobs.cancel import cancel_job
 from modelcert.jobs.enqueue import EnqueueResult, all_active_targets
 from modelcert.store.db import transaction
+from modelcert.validation import JobId, RegionName, RowId
 
 router = APIRouter()
 
@@ -63,7 +64,7 @@ def _queued_message(result: EnqueueResult, what: str) -> str:
 
 @router.post("/jobs/{job_id}/retry")
 async def retry_failed(
-    job_id: str,
+    job_id: JobId,
     request: Request,
     login: LoginDep,
     enqueuer: EnqueuerDep,
@@ -98,7 +99,7 @@ async def retry_failed(
 
 @router.post("/jobs/{job_id}/cancel")
 async def cancel(
-    job_id: str,
+    job_id: JobId,
     request: Request,
     login: LoginDep,
     enqueuer: EnqueuerDep,
@@ -118,7 +119,7 @@ async def cancel(
 
 @router.post("/jobs/{job_id}/priority")
 async def change_priority(
-    job_id: str, request: Request, login: LoginDep, factory: FactoryDep
+    job_id: JobId, request: Request, login: LoginDep, factory: FactoryDep
 ) -> Response:
     """Move a job's still-queued certifications up or down the queue."""
     form, refused = await _operator_form(request, login)
@@ -136,8 +137,8 @@ async def change_priority(
 
 @router.post("/certifications/{deployment_id}/{region}/recertify")
 async def recertify(
-    deployment_id: int,
-    region: str,
+    deployment_id: RowId,
+    region: RegionName,
     request: Request,
     login: LoginDep,
     enqueuer: EnqueuerDep,
@@ -197,7 +198,7 @@ async def certify_all(
 
 @router.post("/regions/{region}/pause")
 async def pause(
-    region: str,
+    region: RegionName,
     request: Request,
     login: LoginDep,
     enqueuer: EnqueuerDep,
@@ -226,7 +227,7 @@ async def pause(
 
 @router.post("/regions/{region}/resume")
 async def resume(
-    region: str,
+    region: RegionName,
     request: Request,
     login: LoginDep,
     enqueuer: EnqueuerDep,

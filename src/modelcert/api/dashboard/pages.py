@@ -3,7 +3,6 @@ job's live progress stream."""
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -18,6 +17,15 @@ from modelcert.errors import UserError
 from modelcert.jobs.control import paused_regions
 from modelcert.jobs.job_summary import job_summary
 from modelcert.store.models import utcnow
+from modelcert.validation import (
+    FormDay,
+    JobId,
+    RefText,
+    RegionName,
+    RowId,
+    SearchText,
+    ShortText,
+)
 
 router = APIRouter()
 
@@ -61,7 +69,11 @@ def matrix(request: Request, login: LoginDep, session: SessionDep) -> Response:
 
 @router.get("/certifications/{deployment_id}/{region}", response_class=HTMLResponse)
 def certification(
-    deployment_id: int, region: str, request: Request, login: LoginDep, session: SessionDep
+    deployment_id: RowId,
+    region: RegionName,
+    request: Request,
+    login: LoginDep,
+    session: SessionDep,
 ) -> Response:
     """One deployment's certification in one region, and its run history."""
     try:
@@ -78,7 +90,7 @@ def certification(
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run(run_id: int, request: Request, login: LoginDep, session: SessionDep) -> Response:
+def run(run_id: RowId, request: Request, login: LoginDep, session: SessionDep) -> Response:
     """One run: every test with its outcome, latency, retries and classified error."""
     try:
         found, deployment = queries.run_detail(session, run_id)
@@ -95,14 +107,15 @@ def jobs(
     request: Request,
     login: LoginDep,
     session: SessionDep,
-    q: Annotated[str, Query(max_length=200)] = "",
-    provider: Annotated[str, Query(max_length=64)] = "",
-    model: Annotated[str, Query(max_length=300)] = "",
-    region: Annotated[str, Query(max_length=64)] = "",
-    status: Annotated[str, Query(max_length=16)] = "",
-    requester: Annotated[str, Query(max_length=200)] = "",
-    date_from: Annotated[date | None, Query()] = None,
-    date_to: Annotated[date | None, Query()] = None,
+    q: Annotated[SearchText, Query()] = "",
+    provider: Annotated[ShortText, Query()] = "",
+    model: Annotated[RefText, Query()] = "",
+    region: Annotated[ShortText, Query()] = "",
+    status: Annotated[ShortText, Query()] = "",
+    requester: Annotated[SearchText, Query()] = "",
+    # The form sends an empty date field as "": no bound, not an error.
+    date_from: Annotated[FormDay, Query()] = None,
+    date_to: Annotated[FormDay, Query()] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
     """Every job, newest first, with search and filters."""
@@ -119,7 +132,7 @@ def jobs(
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job(job_id: str, request: Request, login: LoginDep, session: SessionDep) -> Response:
+def job(job_id: JobId, request: Request, login: LoginDep, session: SessionDep) -> Response:
     """A job: its certifications, each run's tests, the timeline; live while it runs."""
     try:
         found = queries.require_job(session, job_id)
@@ -142,7 +155,7 @@ def job(job_id: str, request: Request, login: LoginDep, session: SessionDep) -> 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse)
 def job_events(
-    job_id: str, request: Request, login: LoginDep, session: SessionDep, factory: FactoryDep
+    job_id: JobId, request: Request, login: LoginDep, session: SessionDep, factory: FactoryDep
 ) -> Response:
     """The job's progress as Server-Sent Events (the API's stream, behind the session
     cookie: a browser's EventSource cannot send a bearer header)."""
@@ -152,11 +165,5 @@ def job_events(
         return Response(exc.message, status_code=404)
     # The stream opens its own sessions: hold no transaction open for its whole life.
     session.close()
-    stream = sse.job_events(
-        sse.JobProgress(factory, job_id),
-        request.is_disconnected,
-        poll_s=sse.POLL_S,
-        heartbeat_s=sse.HEARTBEAT_S,
-    )
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+    # The same per-key cap and lifetime as the API's stream.
+    return sse.stream_response(request, factory, job_id, login.key_name)

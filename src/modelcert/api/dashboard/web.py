@@ -8,7 +8,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -83,9 +83,42 @@ async def read_form(request: Request) -> dict[str, str]:
     return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
 
 
+def same_origin(request: Request) -> bool:
+    """False when the browser says the request comes from another site: an `Origin` (or,
+    without one, a `Referer`) whose host is not this one, or `Sec-Fetch-Site: cross-site`.
+    A request without any of them (not a browser's) passes: the CSRF token decides."""
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return False
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source:
+        return True
+    if source == "null":
+        return False
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
+    return urlsplit(source).netloc.lower() == host.split(",")[0].strip().lower()
+
+
+def cross_site_refusal(request: Request, login: Login | None) -> HTMLResponse:
+    return error_page(
+        request,
+        login,
+        status.HTTP_403_FORBIDDEN,
+        "This form was sent from another site (Origin check failed). Open the dashboard "
+        "and try again from there.",
+    )
+
+
+def csrf_matches(sent: str, expected: str) -> bool:
+    """Constant-time, on bytes: a token with non-ASCII characters is simply wrong."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
+
+
 def check_operator(request: Request, login: Login, form: dict[str, str]) -> Response | None:
-    """A 403 page unless an operator sent the form with this session's CSRF token."""
-    if not hmac.compare_digest(form.get("csrf_token", ""), login.csrf_token):
+    """A 403 page unless an operator sent the form, from this site, with this session's
+    CSRF token."""
+    if not same_origin(request):
+        return cross_site_refusal(request, login)
+    if not csrf_matches(form.get("csrf_token", ""), login.csrf_token):
         return error_page(
             request,
             login,
