@@ -303,14 +303,15 @@ _KEY_PREFIXES = re.compile(
 
 
 def _random_looking(value: str) -> bool:
-    """A long run of mixed-case letters and digits with no word separator: a key, not a
-    name (variable names are words joined by _)."""
+    """A key rather than a name: a long run of letters and digits with no word separator
+    (variable names are words joined by _), or a long hexadecimal string."""
+    if re.fullmatch(r"[0-9a-fA-F]{24,}", value):
+        return True
     return (
-        len(value) >= 24
+        len(value) >= 32
         and "_" not in value.strip("_")
         and any(c.isdigit() for c in value)
-        and any(c.islower() for c in value)
-        and any(c.isupper() for c in value)
+        and any(c.isalpha() for c in value)
     )
 
 

@@ -8,6 +8,7 @@ dependencies are not module-level state.
     providers/             one async interface per vendor
     store/                 every table and query
     domain settings errors value types, the one Settings, user errors
+    secrets validation     the registry of secrets and their masking; validated input types
     obs/                   metrics and logs (a leaf every layer may use)
 """
 
@@ -19,7 +20,14 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "modelcert"
-BASE = {"modelcert", "modelcert.domain", "modelcert.settings", "modelcert.errors"}
+BASE = {
+    "modelcert",
+    "modelcert.domain",
+    "modelcert.settings",
+    "modelcert.errors",
+    "modelcert.secrets",
+    "modelcert.validation",
+}
 # What each layer may import from modelcert, besides itself and the base.
 ALLOWED: dict[str, set[str]] = {
     "store": set(),
@@ -87,13 +95,21 @@ def test_imports_point_downwards(layer: str) -> None:
 
 
 def test_the_base_imports_nothing_of_the_project() -> None:
-    for name in ("domain.py", "settings.py", "errors.py"):
+    for name in ("domain.py", "settings.py", "errors.py", "secrets.py", "validation.py"):
         assert imported(PACKAGE / name) == set(), name
 
 
 def test_no_loose_modules_but_the_base() -> None:
     loose = {p.name for p in PACKAGE.glob("*.py")}
-    assert loose == {"__init__.py", "__main__.py", "domain.py", "settings.py", "errors.py"}
+    assert loose == {
+        "__init__.py",
+        "__main__.py",
+        "domain.py",
+        "settings.py",
+        "errors.py",
+        "secrets.py",
+        "validation.py",
+    }
 
 
 @pytest.mark.parametrize("layer", ["jobs", "certify", "store", "worker"])

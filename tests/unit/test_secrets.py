@@ -159,7 +159,8 @@ def test_third_party_levels_parse_leniently() -> None:
         ({"extra": "sk-proj-abcdefgh12345"}, "config.extra"),
         ({"api_key_env": "sk-abcdefgh12345"}, "config.api_key_env"),
         ({"api_key_env": "sk_live_abcdefgh12345"}, "config.api_key_env"),
-        ({"api_key_env": "Zx81QwLm2Zt8Rk4VnP0aBcDe"}, "config.api_key_env"),
+        ({"api_key_env": "Zx81QwLm2Zt8Rk4VnP0aBcDeQw1Lm2Zt8"}, "config.api_key_env"),
+        ({"api_key_env": "abcdef0123456789abcdef0123456789"}, "config.api_key_env"),
         ({"api_key_env": "MY KEY"}, "config.api_key_env"),
         ({"api_key_env": "1KEY"}, "config.api_key_env"),
         ({"api_key_env": ""}, "config.api_key_env"),
@@ -182,6 +183,7 @@ def test_secrets_in_configuration_are_refused_naming_the_field(
     "config",
     [
         {"api_key_env": "MY_LLM_KEY", "timeout": 60, "organization": "org-1"},
+        {"api_key_env": "AzureOpenAIKey2024Production"},
         {"azure_endpoint": "https://res.openai.azure.com", "api_version": "2024-10-21"},
         {"profile_name": "dev", "endpoint_url": "http://127.0.0.1:9000", "read_timeout": 5},
         {"seed": 3, "profile": "flaky", "quota_key": "shared", "throttle_scope": "provider"},
