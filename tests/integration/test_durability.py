@@ -35,6 +35,7 @@ from modelcert.store.models import Certification, CertificationRun, Job, TestRes
 from modelcert.store.runs import RunStore
 from modelcert.worker.main import Worker
 from tests.support.inprocess import StartWorker, fast_settings
+from tests.support.waiting import wait_for
 from tests.support.workers import free_port
 
 REGION = "us-east-1"
@@ -51,15 +52,6 @@ def lab(factory: sessionmaker[Session]) -> sessionmaker[Session]:
             options={"profile": "healthy-fast", "latency_ms": 150},
         )
     return factory
-
-
-def wait_for(predicate: Any, timeout: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def rows_by_test(factory: sessionmaker[Session], run_id: int) -> dict[str, int]:

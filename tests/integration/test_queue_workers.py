@@ -12,7 +12,7 @@ import json
 import signal
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,10 +36,10 @@ from modelcert.store.worker_models import WorkerHeartbeat
 from modelcert.worker import main as worker_main
 from modelcert.worker.main import Worker
 from tests.support.inprocess import StartWorker
+from tests.support.waiting import wait_for
 from tests.support.workers import StartProcesses, worker_processes
 
 REGIONS = ("us-east-1", "eu-west-1")
-POLL_S = 0.1  # how often the tests look at the database while they wait
 
 
 @pytest.fixture
@@ -71,15 +71,6 @@ def workers(settings: Settings, tmp_path: Path) -> Iterator[StartProcesses]:
 def dialect_is_sqlite(factory: sessionmaker[Session]) -> bool:
     with factory() as session:
         return session.get_bind().dialect.name == "sqlite"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(POLL_S)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def summary(factory: sessionmaker[Session], job_id: str) -> dict[str, Any]:

@@ -6,8 +6,7 @@ two processes). What one worker shows runs in the test process."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from modelcert.store import repo
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, Job, utcnow
 from tests.support.inprocess import in_process_workers
+from tests.support.waiting import wait_for
 from tests.support.workers import StartProcesses, worker_processes
 
 REGIONS = ("us-east-1", "eu-west-1")
@@ -66,15 +66,6 @@ def _ticks(*logs: str) -> list[dict[str, Any]]:
     lines = [line for log in logs for line in log.splitlines() if line.startswith("{")]
     events = [json.loads(line) for line in lines]
     return [e for e in events if e.get("event") == "recertify_tick"]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_an_expiring_certification_is_requeued_once_at_low_priority_and_completes(

@@ -73,7 +73,17 @@ def test_every_profile_gets_the_expected_verdict_through_the_queue(
                 assert run.status == cert.status and run.tests_total > 0
         by_profile = {p: certifications[(ids[p], next(iter(r)))] for p, r in EXPECTED.items()}
         assert by_profile["flaky"].total_retries > 0
-        assert by_profile["quota-limited"].total_retries > 0
+        # The quota (2 calls/s, a burst of 2) refuses calls that outpace it: if this run's
+        # calls did (they do, unless the machine is so loaded that they were spaced out),
+        # some were refused and retried, and it is still CERTIFIED.
+        quota = by_profile["quota-limited"]
+        rows = session.scalars(
+            select(TestResultRow).where(TestResultRow.run_id == quota.last_run_id)
+        ).all()
+        started = [r.started_at for r in rows if r.started_at is not None]
+        window_s = (max(started) - min(started)).total_seconds() + 1
+        calls = sum(r.attempts for r in rows) - (quota.total_retries or 0)
+        assert quota.total_retries > 0 or calls <= 2 + 2.0 * window_s, (calls, window_s)
         assert "don't have access" in (by_profile["access-denied"].error_message or "")
         # Fail fast: the hung deployment spent two test timeouts, not twelve.
         hung = session.scalars(
