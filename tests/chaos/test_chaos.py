@@ -28,7 +28,8 @@ of every process, with its monotonic start and end), the test counts and asserts
 It prints the counts, with each fault's recovery time (from the fault until every
 certification in flight at it has finished, and until the first certification finishes
 after it), and writes them to `chaos-report.json` in the test's temporary directory (the
-path is printed). The workers log to the same directory.
+path is printed; `MODELCERT_CHAOS_REPORT=<file>` copies it there). The workers log to the
+same directory.
 """
 
 from __future__ import annotations
@@ -711,6 +712,8 @@ def test_workers_survive_kills_restarts_and_outages(
     report["duration_s"] = round(time.monotonic() - began, 1)
     path = tmp_path / "chaos-report.json"
     path.write_text(json.dumps(report, indent=2, default=str))
+    if os.environ.get("MODELCERT_CHAOS_REPORT"):  # a copy that outlives pytest's tmp dirs
+        Path(os.environ["MODELCERT_CHAOS_REPORT"]).write_text(path.read_text())
     print(json.dumps(report, indent=2, default=str))
     print(f"chaos report: {path}")
 
