@@ -119,7 +119,7 @@ def test_junit_to_a_file_with_filters(certified_url: str, tmp_path: Path) -> Non
         (("--require", "lab/quick@mars-1"), "region 'mars-1' is not served by provider 'lab'"),
         (("--require", "lab/quick"), "--require: expected MODEL@REGION"),
         (("--format", "html"), "--format: 'html' is not one of json, markdown, junit"),
-        (("--since", "last week"), "since: 'last week' is neither a duration"),
+        (("--since", "last week"), "--since 'last week': must be a window (30m, 12h, 7d, 2w)"),
         (("--provider", "ghost"), "unknown provider 'ghost'"),
         (("--region", "mars-1"), "unknown region 'mars-1'"),
         (("--output", "/nonexistent/dir/report.md"), "--output: cannot write"),

@@ -6,13 +6,21 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 import typer
 
 from modelcert.cli import render
-from modelcert.cli.common import CLI_DATABASE_PATIENCE_S, console, run, session_factory
+from modelcert.cli.common import (
+    CLI_DATABASE_PATIENCE_S,
+    console,
+    deployment_ref,
+    region_name,
+    run,
+    session_factory,
+    validated,
+)
 from modelcert.domain import TestResult
 from modelcert.errors import UserError
 from modelcert.settings import get_settings
@@ -43,6 +51,7 @@ def certify_command(
     )
     from modelcert.store.runs import RunStore
 
+    deployment, region = deployment_ref(deployment), region_name(region)
     settings = get_settings()
     engine = CertificationEngine(
         RunStore(session_factory(), patience_s=CLI_DATABASE_PATIENCE_S), settings
@@ -75,23 +84,16 @@ def matrix(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             console.print(render.SIMULATION_NOTE)
 
 
-# The earliest `--since` a report takes: nothing was certified before it, and a window
-# that reaches further back would overflow the date arithmetic (0001-01-01 less 7 days).
-EARLIEST_SINCE = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _check_since(since: str, parse: Callable[[str, datetime], datetime], now: datetime) -> None:
-    """`--since` names a time between EARLIEST_SINCE and now (UserError otherwise)."""
+    """`--since` as the API takes it (modelcert.validation.Since: a window or a date from
+    1970 to 8999), and one that date arithmetic can go back from (UserError otherwise)."""
+    from modelcert.validation import Since
+
+    validated(Since, since, "--since")
     try:
-        when = parse(since, now)
-    except OverflowError:  # a window of more days than dates have
-        when = None
-    if when is None or not EARLIEST_SINCE <= when <= now:
-        raise UserError(
-            f"since: {since!r} is out of range: expected a time between "
-            f"{EARLIEST_SINCE:%Y-%m-%d} and now",
-            field="since",
-        )
+        parse(since, now)
+    except OverflowError:
+        raise UserError(f"--since {since!r}: out of range", field="since") from None
 
 
 def report_command(
@@ -119,6 +121,17 @@ def report_command(
     if fmt not in formats.FORMATS:
         raise UserError(f"--format: {fmt!r} is not one of {', '.join(formats.FORMATS)}")
     requirements = [reports.Requirement.parse(text) for text in require or []]
+    for requirement in requirements:
+        deployment_ref(requirement.model, "--require")
+        region_name(requirement.region, "--require")
+    if model is not None:
+        model = deployment_ref(model, "--model")
+    if region is not None:
+        region = region_name(region)
+    if provider is not None:
+        from modelcert.validation import ProviderSlug
+
+        provider = validated(ProviderSlug, provider, "--provider")
     now = utcnow()
     _check_since(since, reports.parse_since, now)
     filters = reports.ReportFilters(provider=provider, region=region, model=model, since=since)

@@ -13,7 +13,7 @@ from rich.console import Console
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.errors import UserError
+from modelcert.errors import NotFoundError, UserError
 from modelcert.settings import Settings, get_settings
 from modelcert.store import db
 from modelcert.store.outage import describe_outage, hide_password
@@ -80,6 +80,40 @@ def session_factory(*, migrate: bool = False) -> sessionmaker[Session]:
 
 def run(coroutine_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(coroutine_fn())
+
+
+def validated(kind: Any, value: str, option: str) -> str:
+    """`value` as the shared validated type `kind` (modelcert.validation: the API's and
+    the dashboard's too) accepts it; otherwise `UserError` naming the option."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return str(TypeAdapter(kind).validate_python(value))
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False, include_input=False)[0]["msg"]
+        shown = value if len(value) <= 60 else f"{value[:60]}…"
+        raise UserError(
+            f"{option} {shown!r}: {problem.removeprefix('Value error, ')}",
+            field=option.lstrip("-"),
+        ) from None
+
+
+def deployment_ref(value: str, option: str = "--deployment") -> str:
+    """A deployment as `--deployment` takes it (numeric id, provider/model-id, model id);
+    digits that cannot be an id (beyond the column's range, or not ASCII: `²`) name no
+    deployment, and are refused before any lookup."""
+    from modelcert.validation import DeploymentRef, id_in_range, is_digit_id
+
+    ref = validated(DeploymentRef, value, option)
+    if ref.isdigit() and not (is_digit_id(ref) and id_in_range(int(ref))):
+        raise NotFoundError(f"unknown deployment {ref!r}", field=option.lstrip("-"))
+    return ref
+
+
+def region_name(value: str, option: str = "--region") -> str:
+    from modelcert.validation import RegionName
+
+    return validated(RegionName, value, option)
 
 
 def json_option(value: str | None, field: str) -> dict[str, Any]:

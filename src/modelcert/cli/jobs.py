@@ -16,7 +16,9 @@ from modelcert.cli.common import (
     check_can_listen,
     console,
     database_unavailable_message,
+    deployment_ref,
     open_engine,
+    region_name,
 )
 from modelcert.domain import JobKind, Priority
 from modelcert.errors import UserError
@@ -90,12 +92,14 @@ def enqueue_command(
             f"not {delay:g}",
             field="delay",
         )
+    deployments = [deployment_ref(d) for d in deployment]
+    regions = [region_name(r) for r in region]
     settings = get_settings()
     engine = open_engine(settings)
     factory = db.make_session_factory(engine)
     enqueuer = Enqueuer(engine, settings)
     try:
-        targets = [(d, r) for d in deployment for r in region]
+        targets = [(d, r) for d in deployments for r in regions]
         kind = JobKind.SINGLE if len(targets) == 1 else JobKind.MULTIPLE
         result = enqueuer.enqueue(
             factory, targets, kind=kind, priority=priority, created_by="cli", delay_s=delay
