@@ -174,6 +174,14 @@ NEEDS_A_DATABASE = [
 ]
 
 
+def test_a_sqlite_path_that_is_a_directory_is_said(cli: Cli, tmp_path: Path) -> None:
+    for args in NEEDS_A_DATABASE[:3]:
+        cli(f"sqlite:///{tmp_path}", *args).assert_one_error(
+            f"database {tmp_path} is a directory, not a SQLite file"
+        )
+    assert files_in(tmp_path) == []
+
+
 def test_the_api_refuses_a_sqlite_file_that_is_not_there_and_creates_none(
     cli: Cli, tmp_path: Path
 ) -> None:

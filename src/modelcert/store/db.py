@@ -67,6 +67,10 @@ def make_engine(url: str, *, must_exist: bool = False, **kwargs: Any) -> Engine:
     anything connects, for SQLite creates the file it cannot find."""
     if must_exist:
         path = sqlite_file(url)
+        if path is not None and path.is_dir():
+            raise UserError(
+                f"database {path} is a directory, not a SQLite file: check MODELCERT_DATABASE_URL"
+            )
         if path is not None and not path.is_file():
             missing = "its directory does not exist" if not path.parent.is_dir() else "no such file"
             raise UserError(
