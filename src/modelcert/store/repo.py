@@ -28,6 +28,7 @@ from modelcert.store.models import (
     Model,
     Provider,
 )
+from modelcert.validation import id_in_range, is_digit_id
 
 
 def reject_secrets(config: Mapping[str, Any], field: str) -> None:
@@ -178,8 +179,8 @@ def add_deployment(
 def find_deployment(session: Session, ref: str | int) -> Deployment:
     """By numeric id, `provider-slug/model-id`, or a model id unique across providers."""
     text = str(ref).strip()
-    if text.isdigit():
-        found = session.get(Deployment, int(text))
+    if is_digit_id(text):  # ASCII digits only: "²" is no id
+        found = session.get(Deployment, int(text)) if id_in_range(int(text)) else None
         if found is not None:
             return found
         raise NotFoundError(f"unknown deployment id {text}", field="deployment")
