@@ -316,6 +316,7 @@ class CertificationEngine:
                 score = await steps.finish(prepared, results)
             except steps.cancellation:
                 await self._abort(prepared, CertificationStatus.CANCELLED, "cancelled", started)
+                log_event("cancelled", run_key=key, deployment=plan.deployment_label, region=region)
                 raise
             except StoreUnavailable:
                 # The database is away and we may not wait longer: nothing can be written,

@@ -69,6 +69,7 @@ def configure_logging(
     _raised.clear()
     _raised.update(chosen)
     secrets.install_log_redaction(_all_handlers())
+    _quiet_cancellations(logging.getLogger("dbos"))
     renderer: Any = (
         structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
     )
@@ -84,6 +85,23 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+# What DBOS logs as an ERROR with a traceback when a workflow it awaits was cancelled: a
+# cancelled certification is an operator's decision, logged by the engine as an info
+# event ("cancelled"), not a failure.
+_CANCELLATIONS = frozenset({"DBOSAwaitedWorkflowCancelledError", "DBOSWorkflowCancelledError"})
+
+
+class _CancellationIsNotAnError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or type(error).__name__ not in _CANCELLATIONS
+
+
+def _quiet_cancellations(logger: logging.Logger) -> None:
+    if not any(isinstance(f, _CancellationIsNotAnError) for f in logger.filters):
+        logger.addFilter(_CancellationIsNotAnError())
 
 
 def _all_handlers() -> list[logging.Handler]:
