@@ -371,3 +371,47 @@ def test_a_worker_whose_health_port_is_in_use_exits_2_in_one_line(
         f"cannot listen on 127.0.0.1:{busy_port}", "--health-port or WORKER_HEALTH_PORT"
     )
     assert files_in(tmp_path) == []  # stopped before it touched the database
+
+
+CLI_INPUTS = [
+    ("jobs", "show", "{}"),
+    ("report", "--since", "{}"),
+    ("report", "--model", "{}"),
+    ("report", "--region", "{}"),
+    ("report", "--provider", "{}"),
+    ("report", "--require", "{}"),
+    ("enqueue", "--deployment", "{}", "--region", "us-east-1"),
+    ("enqueue", "--deployment", "1", "--region", "{}"),
+    ("enqueue", "--deployment", "1", "--region", "us-east-1", "--delay", "{}"),
+    ("certify", "--deployment", "{}", "--region", "us-east-1"),
+]
+
+
+def test_arbitrary_values_on_the_command_line_are_never_a_traceback(
+    cli: Cli, migrated_url: str
+) -> None:
+    """Property: any string or integer as any id, ref, region, date, filter or delay of the
+    CLI exits 0 or 2 (one `error:` line), never a traceback."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    values = st.one_of(
+        st.text(max_size=40),
+        st.integers().map(str),
+        st.floats(allow_nan=True, allow_infinity=True).map(str),
+        st.sampled_from(["²", "0001-01-01", "9999-12-31", "1e12", "-1", "sim/²", "a" * 300]),
+    )
+
+    @settings(max_examples=40, deadline=None, database=None)
+    @given(template=st.sampled_from(CLI_INPUTS), value=values)
+    def check(template: tuple[str, ...], value: str) -> None:
+        args = [value if part == "{}" else part for part in template]
+        result = cli(migrated_url, *args)
+        output = result.stdout + result.stderr
+        assert "Traceback" not in output, (args, output)
+        assert result.code in (0, 2), (args, result.code, output)
+        if result.code == 2:
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+
+    check()
