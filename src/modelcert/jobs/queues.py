@@ -109,41 +109,43 @@ def owns_workflow(connection: Connection, workflow_id: str, owner_xid: str) -> b
     return current is not None and current[0] == owner_xid and current[1] == "PENDING"
 
 
-def release_claim(connection: Connection, workflow_id: str, owner_xid: str) -> bool:
-    """Hand a claimed workflow that has not started back to its queue, as if never claimed
-    (DBOS has no call for it): ENQUEUED, no owner, this dispatch not counted toward its
-    recovery attempts. Only while `owner_xid` still owns it; True when it was released."""
+def _hand_back(
+    connection: Connection,
+    workflow_id: str,
+    held_by: str,
+    params: dict[str, Any],
+    extra_set: str = "",
+) -> bool:
+    """Put one PENDING workflow back on its queue as before DBOS's claim (DBOS has no call
+    for it): ENQUEUED, no owner, not started; only while `held_by` (SQL) holds."""
     table = dbos_table(connection.dialect.name, "workflow_status")
-    now_ms = int(time.time() * 1000)
     result = connection.execute(
         text(
             f"UPDATE {table} SET status = 'ENQUEUED', owner_xid = NULL, "
-            "started_at_epoch_ms = NULL, updated_at = :now, "
-            "recovery_attempts = CASE WHEN recovery_attempts > 0 "
-            "THEN recovery_attempts - 1 ELSE 0 END "
-            "WHERE workflow_uuid = :id AND owner_xid = :owner AND status = 'PENDING'"
+            f"started_at_epoch_ms = NULL, updated_at = :now{extra_set} "
+            f"WHERE workflow_uuid = :id AND status = 'PENDING' AND {held_by}"
         ),
-        {"id": workflow_id, "owner": owner_xid, "now": now_ms},
+        {"id": workflow_id, "now": int(time.time() * 1000), **params},
     )
     return bool(result.rowcount)
 
 
+def release_claim(connection: Connection, workflow_id: str, owner_xid: str) -> bool:
+    """Hand a claimed workflow that has not started back to its queue, as if never claimed:
+    this dispatch is not counted toward its recovery attempts. Only while `owner_xid`
+    still owns it; True when it was released."""
+    uncount = (
+        ", recovery_attempts = CASE WHEN recovery_attempts > 0 "
+        "THEN recovery_attempts - 1 ELSE 0 END"
+    )
+    return _hand_back(connection, workflow_id, "owner_xid = :owner", {"owner": owner_xid}, uncount)
+
+
 def release_unfinished(connection: Connection, workflow_ids: list[str], executor_id: str) -> int:
     """Hand the workflows a stopping worker did not finish back to their queues (another
-    worker resumes each at its last completed step), as `release_claim` does; only those
-    still PENDING under `executor_id`. How many were handed back."""
-    if not workflow_ids:
-        return 0
-    table = dbos_table(connection.dialect.name, "workflow_status")
-    handed_back = 0
-    for workflow_id in workflow_ids:
-        result = connection.execute(
-            text(
-                f"UPDATE {table} SET status = 'ENQUEUED', owner_xid = NULL, "
-                "started_at_epoch_ms = NULL, updated_at = :now "
-                "WHERE workflow_uuid = :id AND executor_id = :executor AND status = 'PENDING'"
-            ),
-            {"id": workflow_id, "executor": executor_id, "now": int(time.time() * 1000)},
-        )
-        handed_back += result.rowcount or 0
-    return handed_back
+    worker resumes each at its last completed step); only those still PENDING under
+    `executor_id`. How many were handed back."""
+    return sum(
+        _hand_back(connection, workflow_id, "executor_id = :executor", {"executor": executor_id})
+        for workflow_id in workflow_ids
+    )
