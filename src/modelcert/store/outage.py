@@ -27,18 +27,27 @@ Imports only the standard library, SQLAlchemy and (when installed) psycopg.
 
 from __future__ import annotations
 
+import random
 import re
 import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
+
+from modelcert.errors import StoreUnavailable
 
 try:
     import psycopg
 except ImportError:  # the `postgres` extra is not installed: no PostgreSQL errors to meet
     psycopg = None  # type: ignore[assignment]
 
-__all__ = ["describe_outage", "hide_password", "is_database_unavailable"]
+__all__ = ["describe_outage", "hide_password", "is_database_unavailable", "wait_out_outage"]
+
+T = TypeVar("T")
 
 # sqlite3 result codes (https://www.sqlite.org/rescode.html); the primary code is the low byte.
 _SQLITE_BUSY = 5
@@ -128,3 +137,39 @@ def _driver_unavailable(exc: BaseException | None) -> bool:
         state = exc.sqlstate
         return state is None or state.startswith("08") or state in _POSTGRES_STATES
     return False
+
+
+def wait_out_outage(
+    work: Callable[[], T],
+    *,
+    stop: threading.Event,
+    patience_s: float | None = None,
+    first_s: float = 0.1,
+    max_s: float = 5.0,
+    sleep: Callable[[float], object] | None = None,
+    on_first_outage: Callable[[BaseException], None] | None = None,
+) -> T:
+    """`work()`, again while the database is unreachable: a jittered backoff from
+    `first_s` doubling to `max_s` (a restart takes a fraction of a second; then capped, so
+    work resumes soon after the database returns), like DBOS's own writes. Gives up with
+    `StoreUnavailable` once `stop` is set or `patience_s` (None: no limit) would run out;
+    any other error propagates at once. `sleep` defaults to waiting on `stop`."""
+    pause = sleep or stop.wait
+    deadline = None if patience_s is None else time.monotonic() + patience_s
+    delay, failed = first_s, False
+    while True:
+        try:
+            return work()
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            if not failed and on_first_outage is not None:
+                on_first_outage(exc)
+            failed = True
+            out_of_time = deadline is not None and time.monotonic() + delay > deadline
+            if stop.is_set() or out_of_time:
+                raise StoreUnavailable(f"database unavailable: {exc}") from exc
+            pause(delay * (0.5 + random.random()))
+            if stop.is_set():
+                raise StoreUnavailable(f"database unavailable: {exc}") from exc
+            delay = min(delay * 2, max_s)

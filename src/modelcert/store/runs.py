@@ -15,9 +15,7 @@ only on the run's one transition out of RUNNING.
 
 from __future__ import annotations
 
-import random
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -36,7 +34,7 @@ from modelcert.domain import (
     TestOutcome,
     TestResult,
 )
-from modelcert.errors import NotFoundError, StoreUnavailable
+from modelcert.errors import NotFoundError
 from modelcert.secrets import redact, redact_optional
 from modelcert.store import repo
 from modelcert.store.db import transaction
@@ -47,14 +45,9 @@ from modelcert.store.models import (
     TestResultRow,
     utcnow,
 )
-from modelcert.store.outage import is_database_unavailable
+from modelcert.store.outage import wait_out_outage
 
 T = TypeVar("T")
-
-# Backoff between attempts while the database is unreachable: short at first (a restart
-# takes a fraction of a second), then capped, so the run resumes soon after it returns.
-RETRY_FIRST_S = 0.1
-RETRY_MAX_S = 5.0
 
 
 class RunStore:
@@ -69,12 +62,12 @@ class RunStore:
         factory: sessionmaker[Session],
         *,
         patience_s: float | None = None,
-        sleep: Callable[[float], None] | None = None,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         self.factory = factory
         self.patience_s = patience_s
         self._closed = threading.Event()
-        self._sleep = sleep or self._closed.wait
+        self._sleep = sleep  # None: wait on close()
 
     def close(self) -> None:
         """Stop waiting for the database: writes still retrying raise StoreUnavailable."""
@@ -82,19 +75,9 @@ class RunStore:
 
     def retrying(self, work: Callable[[], T]) -> T:
         """`work()`, again while the database is unreachable (see the class)."""
-        deadline = None if self.patience_s is None else time.monotonic() + self.patience_s
-        delay = RETRY_FIRST_S
-        while True:
-            try:
-                return work()
-            except Exception as exc:
-                if not is_database_unavailable(exc):
-                    raise
-                out_of_time = deadline is not None and time.monotonic() + delay > deadline
-                if self._closed.is_set() or out_of_time:
-                    raise StoreUnavailable(f"database unavailable: {exc}") from exc
-                self._sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, RETRY_MAX_S)
+        return wait_out_outage(
+            work, stop=self._closed, patience_s=self.patience_s, sleep=self._sleep
+        )
 
     def load_deployment(self, ref: str | int, region: str) -> DeploymentSpec:
         """The deployment to certify; `UserError` when unknown or not served in `region`."""

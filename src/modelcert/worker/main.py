@@ -17,7 +17,6 @@ then hands back what is left (another worker resumes each at its last completed 
 from __future__ import annotations
 
 import math
-import random
 import signal
 import threading
 import time
@@ -29,6 +28,7 @@ from sqlalchemy import Engine, text
 
 from modelcert.certify.engine import CertificationEngine, InFlight, Timing
 from modelcert.domain import DEFAULT_REGIONS
+from modelcert.errors import StoreUnavailable
 from modelcert.jobs.control import region_queue_options
 from modelcert.jobs.enqueue import Enqueuer
 from modelcert.jobs.queue_stats import queue_counts
@@ -50,7 +50,7 @@ from modelcert.obs.logging import configure_logging, log_event
 from modelcert.settings import Settings
 from modelcert.store import db, repo
 from modelcert.store.db import transaction
-from modelcert.store.outage import is_database_unavailable
+from modelcert.store.outage import is_database_unavailable, wait_out_outage
 from modelcert.store.runs import RunStore
 from modelcert.worker.health import HealthServer, WorkerState, database_check
 
@@ -134,28 +134,30 @@ class Worker:
     def _connect(self) -> bool:
         """Migrate and find the regions, waiting while the database is unreachable (the
         health server says why meanwhile); False when a stop came first."""
-        delay, waiting = 0.2, False
-        while True:
-            try:
-                db.upgrade(self.engine)
-                self.regions = served_regions(self.engine, self.requested_regions)
-                self.state.regions = self.regions
-                if waiting:
-                    log_event("database_back", executor_id=self.executor_id)
-                return True
-            except Exception as exc:
-                if not is_database_unavailable(exc):
-                    raise
-                if not waiting:
-                    log_event(
-                        "waiting_for_database",
-                        executor_id=self.executor_id,
-                        error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-                    )
-                waiting = True
-            if self._stop_requested.wait(delay * (0.5 + random.random())):
-                return False
-            delay = min(delay * 2, 5.0)
+        waited: list[BaseException] = []
+
+        def connect() -> None:
+            db.upgrade(self.engine)
+            self.regions = served_regions(self.engine, self.requested_regions)
+            self.state.regions = self.regions
+
+        def waiting(exc: BaseException) -> None:
+            waited.append(exc)
+            log_event(
+                "waiting_for_database",
+                executor_id=self.executor_id,
+                error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+            )
+
+        try:
+            wait_out_outage(
+                connect, stop=self._stop_requested, first_s=0.2, on_first_outage=waiting
+            )
+        except StoreUnavailable:
+            return False
+        if waited:
+            log_event("database_back", executor_id=self.executor_id)
+        return True
 
     def start(self) -> bool:
         """Serve health, wait for the database, launch DBOS (which resumes this executor's
