@@ -192,51 +192,45 @@ class BedrockProvider:
             return
         secrets.register(frozen.access_key, frozen.secret_key, frozen.token)
 
-    def _runtime(self, region: str, transport_s: float | None = None) -> BedrockRuntimeClient:
-        """The client for `region` whose timeouts are `transport_s` (None: configured)."""
-        key = (region, transport_s)
+    def _cached(self, cache: dict[Any, _T], key: object, make: Callable[[], _T]) -> _T:
+        """`cache[key]`, made once; a new client's credentials are registered as secrets
+        (outside the lock: reading them may refresh them over the network)."""
         with self._lock:
-            client = self._runtime_clients.get(key)
-            if client is None:
-                config = self._config
-                if transport_s is not None:
-                    config = config.merge(
-                        Config(
-                            connect_timeout=min(self._connect_timeout, transport_s),
-                            read_timeout=transport_s,
-                        )
-                    )
-                client = self._boto_session().client(
-                    "bedrock-runtime",
-                    region_name=region,
-                    endpoint_url=self._endpoint_url,
-                    config=config,
-                )
-                self._runtime_clients[key] = client
-                created = True
-            else:
-                created = False
-        if created:
-            self._register_credentials()
+            client = cache.get(key)
+            if client is not None:
+                return client
+            client = cache[key] = make()
+        self._register_credentials()
         return client
 
-    def _control(self, region: str) -> BedrockClient:
-        with self._lock:
-            client = self._control_clients.get(region)
-            if client is None:
-                client = self._boto_session().client(
-                    "bedrock",
-                    region_name=region,
-                    endpoint_url=self._endpoint_url,
-                    config=self._config,
+    def _runtime(self, region: str, transport_s: float | None = None) -> BedrockRuntimeClient:
+        """The client for `region` whose timeouts are `transport_s` (None: configured)."""
+
+        def make() -> BedrockRuntimeClient:
+            config = self._config
+            if transport_s is not None:
+                config = config.merge(
+                    Config(
+                        connect_timeout=min(self._connect_timeout, transport_s),
+                        read_timeout=transport_s,
+                    )
                 )
-                self._control_clients[region] = client
-                created = True
-            else:
-                created = False
-        if created:
-            self._register_credentials()
-        return client
+            return self._boto_session().client(
+                "bedrock-runtime",
+                region_name=region,
+                endpoint_url=self._endpoint_url,
+                config=config,
+            )
+
+        return self._cached(self._runtime_clients, (region, transport_s), make)
+
+    def _control(self, region: str) -> BedrockClient:
+        def make() -> BedrockClient:
+            return self._boto_session().client(
+                "bedrock", region_name=region, endpoint_url=self._endpoint_url, config=self._config
+            )
+
+        return self._cached(self._control_clients, region, make)
 
     async def _in_thread(self, call: Callable[[], _T]) -> _T:
         """Run a blocking boto3 call in a worker thread, translating its errors."""
