@@ -23,22 +23,13 @@ from modelcert.store.api_keys import Role
 from modelcert.store.auth_models import ApiKey
 from modelcert.store.db import transaction
 from modelcert.store.models import Base, utcnow
+from tests.support.keys import bearer, new_key
 
 
 @pytest.fixture
 def client(settings: Settings, factory: sessionmaker[Session]) -> Iterator[TestClient]:
     with TestClient(create_app(settings, session_factory=factory)) as test_client:
         yield test_client
-
-
-def new_key(factory: sessionmaker[Session], name: str, role: Role) -> str:
-    with transaction(factory) as session:
-        _, plain = api_keys.create_api_key(session, name, role)
-    return plain
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def stored(factory: sessionmaker[Session], name: str) -> ApiKey:

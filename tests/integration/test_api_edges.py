@@ -19,10 +19,11 @@ from modelcert.api import edges
 from modelcert.api.app import create_app
 from modelcert.domain import JobKind
 from modelcert.settings import Settings
-from modelcert.store import api_keys, repo
+from modelcert.store import repo
 from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import Job
+from tests.support.keys import bearer, new_key
 
 D = "/dashboard"
 Q = "/api/certification-queue"
@@ -40,16 +41,6 @@ def app(settings: Settings, factory: sessionmaker[Session]) -> FastAPI:
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, follow_redirects=False) as test_client:
         yield test_client
-
-
-def new_key(factory: sessionmaker[Session], name: str, role: Role) -> str:
-    with transaction(factory) as session:
-        _, plain = api_keys.create_api_key(session, name, role)
-    return plain
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def new_job(factory: sessionmaker[Session]) -> str:

@@ -28,6 +28,7 @@ from modelcert.store.models import Certification, Job
 from modelcert.store.worker_models import RegionPause
 from modelcert.worker.main import Worker
 from tests.support.inprocess import StartWorker
+from tests.support.keys import new_key
 
 D = "/dashboard"
 REGIONS = ("us-east-1", "eu-west-1")
@@ -64,12 +65,6 @@ def client(queue_settings: Settings, catalog: sessionmaker[Session]) -> Iterator
     app = create_app(queue_settings, session_factory=catalog)
     with TestClient(app, follow_redirects=False) as test_client:
         yield test_client
-
-
-def new_key(factory: sessionmaker[Session], name: str, role: Role) -> str:
-    with transaction(factory) as session:
-        _, plain = api_keys.create_api_key(session, name, role)
-    return plain
 
 
 def log_in(client: TestClient, key: str) -> None:

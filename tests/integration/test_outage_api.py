@@ -34,6 +34,7 @@ from modelcert.store.db import transaction
 from modelcert.store.models import Job
 from modelcert.store.outage import is_database_unavailable
 from tests.support.inprocess import fast_settings
+from tests.support.keys import bearer
 from tests.support.outage import (
     UNREACHABLE_PASSWORD,
     DatabaseOutage,
@@ -92,10 +93,6 @@ def new_key(factory: sessionmaker[Session], role: Role = Role.viewer) -> str:
     with transaction(factory) as session:
         _, plain = api_keys.create_api_key(session, f"k{time.monotonic_ns()}", role)
     return plain
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
