@@ -31,6 +31,18 @@ SCHEDULE_QUEUE = "modelcert-schedule"
 PRIORITY_VALUES: dict[Priority, int] = {Priority.HIGH: 1, Priority.NORMAL: 5, Priority.LOW: 9}
 
 
+# PostgreSQL NOTIFY channel on which idle workers wait for work (`jobs.dispatch`): every
+# transaction that makes a certification claimable sends it (delivered at commit).
+WAKE_CHANNEL = "modelcert_work"
+
+
+def wake_workers(connection: Connection) -> None:
+    """Tell idle workers, at this transaction's commit, that there may be work to claim.
+    PostgreSQL only (LISTEN/NOTIFY); on SQLite the workers poll, as one machine's do."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
+
+
 def queue_name(settings: Settings, region: str) -> str:
     return f"{settings.certification_queue_name}.{region}"
 
