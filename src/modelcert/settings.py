@@ -55,6 +55,18 @@ class Settings(BaseSettings):
             "was never applied."
         ),
     )
+    worker_prefetch: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        validation_alias=_env("MODELCERT_WORKER_PREFETCH"),
+        description=(
+            "Certifications a worker claims beyond those it runs (they wait in it for a "
+            "slot): 0 splits a batch evenly over the workers and strands nothing but "
+            "in-flight work when one dies; a few hide the claim's round trip when "
+            "certifications are very short."
+        ),
+    )
     region_concurrency: int = Field(
         20,
         ge=1,
@@ -72,9 +84,10 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias=_env("MODELCERT_QUEUE_POLL_S"),
         description=(
-            "How often a worker looks for queued work, per region queue: start latency "
-            "(about half of it) against idle CPU (an idle worker on 6 region queues used "
-            "24 % of a core at 0.2 s, 13.5 % at 0.5 s, 8 % at 1 s on PostgreSQL)."
+            "How often a worker looks again at work it saw waiting but could not claim "
+            "(its regions at their limits) and, on SQLite, how often an idle worker looks "
+            "for work (on PostgreSQL an idle worker waits on LISTEN/NOTIFY instead). One "
+            "query per look, whatever the number of regions."
         ),
     )
     executor_id: str | None = Field(

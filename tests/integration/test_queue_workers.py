@@ -244,13 +244,18 @@ def _workflow_states(factory: sessionmaker[Session], job_id: str) -> dict[str, t
 def test_sigterm_drains_what_runs_and_hands_back_what_waits(
     catalog: sessionmaker[Session], enqueuer: Enqueuer, workers: StartProcesses
 ) -> None:
-    """One slot, one claim per region queue: the worker runs one certification and holds
+    """One slot and a prefetch of one: the worker runs one certification and holds
     another waiting. On SIGTERM it is not ready at once, keeps its heartbeat while the
     running one finishes, hands the waiting one back untouched, and exits 0; another
     worker then runs it."""
     job = enqueuer.enqueue(catalog, [("lab/steady", r) for r in REGIONS], kind=JobKind.MULTIPLE)
     assert job.job_id
-    [worker] = workers("w-drain", CERTIFICATION_CONCURRENCY="1", MODELCERT_SHUTDOWN_GRACE_S="30")
+    [worker] = workers(
+        "w-drain",
+        CERTIFICATION_CONCURRENCY="1",
+        MODELCERT_WORKER_PREFETCH="1",
+        MODELCERT_SHUTDOWN_GRACE_S="30",
+    )
 
     def one_running_one_waiting() -> bool:
         states = _workflow_states(catalog, job.job_id or "")

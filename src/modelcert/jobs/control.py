@@ -21,7 +21,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.domain import CertificationStatus, JobStatus, Priority
 from modelcert.errors import NotFoundError, UserError
-from modelcert.jobs.queues import PRIORITY_VALUES, dbos_table, queue_name, queue_options
+from modelcert.jobs.queues import (
+    PRIORITY_VALUES,
+    dbos_table,
+    queue_name,
+    queue_options,
+    wake_workers,
+)
 from modelcert.settings import Settings
 from modelcert.store.db import transaction
 from modelcert.store.models import CertificationRun, Job
@@ -97,6 +103,8 @@ def resume_region(
         was_paused = bool(getattr(removed, "rowcount", 0))
     if was_paused:
         _apply(client, settings, region, paused=False)
+        with transaction(factory) as session:
+            wake_workers(session.connection())  # its queued work is claimable again
     return was_paused
 
 

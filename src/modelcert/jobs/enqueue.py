@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelcert.domain import CertificationStatus, JobKind, Priority
 from modelcert.errors import UserError
 from modelcert.jobs.control import region_queue_options
-from modelcert.jobs.queues import PRIORITY_VALUES, queue_name
+from modelcert.jobs.queues import PRIORITY_VALUES, queue_name, wake_workers
 from modelcert.jobs.workflows import certification_options, enqueue_certification
 from modelcert.settings import Settings
 from modelcert.store import repo
@@ -139,6 +139,8 @@ class Enqueuer:
                 result.queued.append(QueuedCertification(deployment_id, label, region, queued))
                 _mark_queued(session, deployment_id, region, job.id)
             job.total = len(result.queued)
+            if result.queued:
+                wake_workers(session.connection())  # idle workers claim at commit
             if not result.queued:
                 # Nothing new to do: leave no empty job behind.
                 session.delete(job)

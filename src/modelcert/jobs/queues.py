@@ -139,6 +139,8 @@ def _hand_back(
         ),
         {"id": workflow_id, "now": int(time.time() * 1000), **params},
     )
+    if result.rowcount:
+        wake_workers(connection)  # queued again: an idle worker may take it now
     return bool(result.rowcount)
 
 

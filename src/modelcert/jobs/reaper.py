@@ -29,7 +29,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.jobs.queues import WORKFLOW_NAME, dbos_table
+from modelcert.jobs.queues import WORKFLOW_NAME, dbos_table, wake_workers
 from modelcert.obs.logging import log_event
 from modelcert.store.db import transaction
 from modelcert.store.models import utcnow
@@ -193,6 +193,8 @@ def reap(
             mark_stopped(
                 session, executor, f"silent; {len(workflows)} certifications requeued by {me}"
             )
+            if workflows:
+                wake_workers(session.connection())  # idle workers take them now
         watch.seen.pop(executor, None)
         log_event("stalled", executor_id=executor, requeued=len(workflows), reaper=me)
     return resumed

@@ -30,6 +30,7 @@ from modelcert.certify.engine import CertificationEngine, InFlight, Timing
 from modelcert.domain import DEFAULT_REGIONS
 from modelcert.errors import StoreUnavailable
 from modelcert.jobs.control import region_queue_options
+from modelcert.jobs.dispatch import Dispatcher
 from modelcert.jobs.enqueue import Enqueuer
 from modelcert.jobs.queue_stats import queue_counts
 from modelcert.jobs.queues import (
@@ -126,6 +127,7 @@ class Worker:
         self._enqueuer: Enqueuer | None = None
         self._instances: tuple[object, ...] = ()
         self._heartbeat: threading.Thread | None = None
+        self._dispatcher: Dispatcher | None = None
         self._launched = False
 
     def _queue_names(self) -> list[str]:
@@ -175,7 +177,9 @@ class Worker:
             CertificationWorkflow(self.certifier, self.store, self.engine),
             RecertifyScheduler(self.factory, self.settings, self._enqueuer, self.executor_id),
         )
-        DBOS.listen_queues([*self._queue_names(), SCHEDULE_QUEUE])
+        # DBOS polls the schedule's queue; the region queues are this worker's
+        # dispatcher's (one thread for all, claiming no more than the worker can start).
+        DBOS.listen_queues([SCHEDULE_QUEUE])
         DBOS.launch()
         self._launched = True
         for region in self.regions:
@@ -186,6 +190,14 @@ class Worker:
             )
         DBOS.register_queue(SCHEDULE_QUEUE, global_concurrency=1, on_conflict="always_update")
         install_schedule(self.settings)
+        self._dispatcher = Dispatcher(
+            self.engine,
+            self._queue_names(),
+            self.executor_id,
+            capacity=self.settings.certification_concurrency + self.settings.worker_prefetch,
+            poll_s=self.settings.queue_polling_interval_s,
+        )
+        self._dispatcher.start()
         self._heartbeat = threading.Thread(
             target=self._heartbeat_loop, name="heartbeat", daemon=True
         )
@@ -215,6 +227,8 @@ class Worker:
             grace_s=grace,
         )
         unfinished: list[str] = []
+        if self._dispatcher is not None:
+            self._dispatcher.stop()  # claims nothing more
         if self._launched:
             self.in_flight.release_waiting()
             # Once draining, nothing new starts: what runs now is all that may be left
@@ -287,7 +301,6 @@ class Worker:
         )
 
     def _heartbeat_loop(self) -> None:
-        queues = {f"queue-worker-{name}" for name in self._queue_names()}
         last_reap = 0.0
         last_counts = 0.0
         while not self._heartbeat_stop.is_set():
@@ -305,8 +318,8 @@ class Worker:
                 # What the reaper watched meanwhile cannot be trusted: watch again.
                 self.watch.interrupt()
                 log_event("error", where="heartbeat", error=f"{type(exc).__name__}: {exc}")
-            alive = {t.name for t in threading.enumerate() if t.is_alive()}
-            if queues <= alive and not self._stop_requested.is_set():
+            dispatcher = self._dispatcher
+            if dispatcher is not None and dispatcher.alive and not self._stop_requested.is_set():
                 self.state.last_queue_poll = time.time()
             if time.monotonic() - last_counts >= QUEUE_COUNTS_INTERVAL_S:
                 last_counts = time.monotonic()
