@@ -181,6 +181,23 @@ def enqueue_certification(
     client.enqueue_in_transaction(connection, options, *args)
 
 
+def certification_status(
+    client: DBOSClient,
+    options: EnqueueOptions,
+    *,
+    job_id: str | None,
+    deployment_id: int,
+    region: str,
+) -> dict[str, Any]:
+    """The queued row `enqueue_certification` would write, built by DBOS itself (its
+    status fields and its serialization of the inputs), for a bulk insert of many
+    (`jobs.enqueue`). Not written here."""
+    args = (job_id, deployment_id, region)
+    _CERTIFY_SIGNATURE.bind(None, *args)
+    _, status = client._build_enqueue_status(options, *args)
+    return dict(status)
+
+
 _CERTIFY_SIGNATURE = inspect.signature(CertificationWorkflow.certify)
 
 
