@@ -319,11 +319,6 @@ def _resolve(
         if model_id:
             slugs.add(slug)
             model_ids.add(model_id)
-    known_slugs = (
-        set(session.scalars(select(Provider.slug).where(Provider.slug.in_(sorted(slugs)))))
-        if slugs
-        else set()
-    )
     by_id: dict[int, _Found] = {}
     by_model: dict[str, list[_Found]] = {}
     if ids or model_ids:
@@ -342,6 +337,17 @@ def _resolve(
             found = _Found(row[0], row[1], row[2], list(row[3] or []))
             by_id[found.id] = found
             by_model.setdefault(found.model_id, []).append(found)
+    # A slug names a provider when one of its deployments was read; whether the others
+    # name one matters only when some model id is the whole `slug/model` text (rare): one
+    # query then, none otherwise.
+    known_slugs = {f.slug for found in by_model.values() for f in found} & slugs
+    unsure = sorted(
+        slug
+        for slug in slugs - known_slugs
+        if any(name.startswith(f"{slug}/") and name in by_model for name in names)
+    )
+    if unsure:
+        known_slugs |= set(session.scalars(select(Provider.slug).where(Provider.slug.in_(unsure))))
     resolved: list[tuple[int, str, str]] = []
     seen: set[tuple[int, str]] = set()
     for text_ref, region in refs:
@@ -409,17 +415,20 @@ def _mark_queued(connection: Connection, pairs: Sequence[tuple[int, str]], job_i
     this job: one upsert (in (deployment, region) order, the order every batch locks in)."""
     if not pairs:
         return
-    table = Certification.__table__
     now = utcnow()
-    insert = _dialect_insert(connection)(table)
-    statement = insert.on_conflict_do_update(
-        index_elements=[table.c.deployment_id, table.c.region],
-        set_={
-            "status": insert.excluded.status,
-            "job_id": insert.excluded.job_id,
-            "updated_at": insert.excluded.updated_at,
-        },
-    )
+    statement = _MARK_QUEUED.get(connection.dialect.name)
+    if statement is None:  # built once per dialect (its `excluded` alias is not free)
+        table = Certification.__table__
+        insert = _dialect_insert(connection)(table)
+        statement = insert.on_conflict_do_update(
+            index_elements=[table.c.deployment_id, table.c.region],
+            set_={
+                "status": insert.excluded.status,
+                "job_id": insert.excluded.job_id,
+                "updated_at": insert.excluded.updated_at,
+            },
+        )
+        _MARK_QUEUED[connection.dialect.name] = statement
     rows = [
         {
             "deployment_id": deployment_id,
@@ -432,6 +441,9 @@ def _mark_queued(connection: Connection, pairs: Sequence[tuple[int, str]], job_i
     ]
     for chunk in _chunks(rows, _INSERT_CHUNK):
         connection.execute(statement, list(chunk))
+
+
+_MARK_QUEUED: dict[str, Any] = {}
 
 
 def _dialect_insert(connection: Connection) -> Any:
