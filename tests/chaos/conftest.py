@@ -15,6 +15,9 @@ from tests.support.pg_cluster import PgCluster, unavailable_reason
 
 # As in tests/conftest.py: CI sets it so that the PostgreSQL tests fail instead of skipping.
 REQUIRE_POSTGRES = os.environ.get("MODELCERT_REQUIRE_POSTGRES") == "1"
+# CI sets it so that the many-machines test (test_netns.py) fails instead of skipping
+# where network namespaces cannot be made (not root, no `ip`, not permitted).
+REQUIRE_NETNS = os.environ.get("MODELCERT_REQUIRE_NETNS") == "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:

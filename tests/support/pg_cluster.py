@@ -15,6 +15,11 @@ on the machine would lock the cluster's own `pg_ctl` out of it mid-test). The fi
 (tests/chaos/conftest.py) makes one in the system's temporary directory and copies the
 server's log into the test session's temporary directory at the end.
 
+`host` and `wrap` put it elsewhere: the many-machines test (tests/chaos/test_netns.py)
+runs it in a network namespace of its own (`wrap=["ip", "netns", "exec", <namespace>]`,
+every initdb and pg_ctl command prefixed with it, so the server starts there) listening on
+that namespace's address.
+
 `unavailable_reason()` says why a cluster cannot run here (None when it can).
 """
 
@@ -25,6 +30,7 @@ import pwd
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -80,8 +86,17 @@ class PgClusterError(RuntimeError):
 class PgCluster:
     """One PostgreSQL cluster in `base` (a directory this process may write)."""
 
-    def __init__(self, base: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        base: Path,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        wrap: Sequence[str] = (),
+    ) -> None:
         self.base = base
+        self.host = host  # the address it listens on (and URLs name)
+        self.wrap = tuple(wrap)  # a prefix for its commands (e.g. ip netns exec NAME)
         self.data = base / "data"
         self.socket_dir = base / "sock"
         self.logfile = base / "postgres.log"
@@ -114,12 +129,16 @@ class PgCluster:
         )
         settings = {
             **SETTINGS,
+            "listen_addresses": f"'{self.host}'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
         }
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# tests/support/pg_cluster.py\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        if self.host != "127.0.0.1":  # clients on the host's own subnets (initdb: loopback)
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write("\n# tests/support/pg_cluster.py\nhost all all samenet trust\n")
 
     def _hand_over(self, directory: Path) -> None:
         """Give `directory` (and what is in it) to the cluster user, who must reach it."""
@@ -135,6 +154,7 @@ class PgCluster:
     def _run(self, args: list[str], *, timeout: float = PG_CTL_TIMEOUT_S + 10) -> str:
         if self._as_root:
             args = ["runuser", "-u", CLUSTER_USER, "--", *args]
+        args = [*self.wrap, *args]
         result = subprocess.run(
             args,
             cwd=self.base,
@@ -191,7 +211,7 @@ class PgCluster:
         return subprocess.run(args, capture_output=True, check=False).returncode == 0
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://{SUPERUSER}@{self.host}:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
         """A new, empty database in the cluster; returns its URL."""
