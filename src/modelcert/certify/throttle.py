@@ -28,11 +28,16 @@ because many ran at once."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+_WARN_EVERY_S = 30.0
 
 THROTTLE_SCOPES = ("model", "provider")
 
@@ -150,18 +155,216 @@ class ThrottleGate:
 class ThrottleGates:
     """One gate per provider quota."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, shared: PacingStore | None = None
+    ) -> None:
         self._clock = clock
+        self.shared = shared  # a store every worker sees (the worker's); None: local only
         self._gates: dict[QuotaKey, ThrottleGate] = {}
 
     def get(self, key: QuotaKey) -> ThrottleGate:
         gate = self._gates.get(key)
         if gate is None:
-            gate = self._gates[key] = ThrottleGate(self._clock)
+            gate = self._gates[key] = (
+                ThrottleGate(self._clock)
+                if self.shared is None
+                else SharedThrottleGate(key, self.shared, self._clock)
+            )
         return gate
 
     def rates(self) -> dict[QuotaKey, float | None]:
         """The pacing rate per quota, None where not paced (for /health)."""
         # Read from the health server's thread while the event loop may add a gate: copy
         # the items in one C-level call before iterating in Python.
-        return {key: gate.rate for key, gate in list(self._gates.items())}
+        return {key: _rate(gate) for key, gate in list(self._gates.items())}
+
+
+def _rate(gate: ThrottleGate) -> float | None:
+    if isinstance(gate, SharedThrottleGate) and gate.shared:
+        return gate.shared_rate
+    return gate.rate
+
+
+# -- pacing shared across processes ----------------------------------------------------
+#
+# The same hold and AIMD pacing, on one state per quota that a store shares between
+# workers (`modelcert.store.pacing`): one schedule of call starts, one hold, one rate
+# adjusted by whoever closes a window. Times are the store's clock (`now` is passed in),
+# so no two machines' clocks are ever compared. The store is only used once this process
+# has met a 429 on the quota: no cost while there are none.
+
+
+class PacingRow(Protocol):
+    rate: float | None
+    hold_until: float
+    next_start: float
+    last_throttled: float
+    last_served: float
+    measuring: bool
+    window_started: float
+    window_starts: int
+    window_ok: int
+    window_throttled: int
+
+
+class PacingStore(Protocol):
+    def update(self, quota: str, decide: Callable[[PacingRow, float], T]) -> T: ...
+
+
+def take_slot(row: PacingRow, now: float) -> float:
+    """The seconds this caller waits for its start: the hold, then its slot in the shared
+    schedule of starts when the quota is paced (the slot is taken: the next goes after)."""
+    start = max(now, row.hold_until)
+    row.window_starts += 1
+    if row.rate is not None:
+        start = max(start, row.next_start)
+        row.next_start = start + 1 / row.rate
+    return start - now
+
+
+def hold_quota(row: PacingRow, now: float, seconds: float) -> None:
+    """Close the quota for everyone for `seconds` (never shortens an earlier hold)."""
+    until = now + seconds
+    if until > row.hold_until:
+        row.hold_until = until
+        row.next_start = max(row.next_start, until)
+
+
+def record_outcome(row: PacingRow, now: float, throttled: bool, gate: ThrottleGate) -> None:
+    """One attempt's outcome into the shared AIMD window (`ThrottleGate.record`'s rule)."""
+    if throttled:
+        row.last_throttled = now
+        row.window_throttled += 1
+    else:
+        row.window_ok += 1
+        row.last_served = now
+    if row.rate is None and not row.measuring:
+        if throttled:
+            row.measuring = True
+            _reset_window(row, now)
+        return
+    if now - row.last_throttled > gate.forget_after_s:
+        row.rate = None
+        row.measuring = False
+        return
+    elapsed = now - row.window_started
+    if elapsed < gate.adjust_every_s:
+        return
+    sent = row.window_starts / elapsed
+    if row.rate is None:
+        row.measuring = False
+        row.rate = max(gate.min_rate, row.window_ok / elapsed)
+        row.next_start = max(row.next_start, now)
+    elif row.window_throttled:
+        row.rate = max(gate.min_rate, min(row.rate, sent) * gate.decrease)
+    else:
+        row.rate = min(row.rate + gate.increase, max(sent, row.rate / 2) * 2)
+    _reset_window(row, now)
+
+
+def _reset_window(row: PacingRow, now: float) -> None:
+    row.window_started = now
+    row.window_starts = 0
+    row.window_ok = 0
+    row.window_throttled = 0
+
+
+class SharedThrottleGate(ThrottleGate):
+    """A gate whose hold and pacing live in a store every worker sees.
+
+    Until this process meets a 429 on the quota it is a plain local gate (no store
+    call). From then on every start takes its slot from the shared schedule and every
+    outcome feeds the shared window; a store error falls back to the local gate for that
+    call (logged, at most once per `_WARN_EVERY_S`), so pacing never fails a test."""
+
+    def __init__(
+        self,
+        key: QuotaKey,
+        store: PacingStore,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        run: Callable[..., Awaitable[Any]] | None = None,
+        **options: float,
+    ) -> None:
+        super().__init__(clock, **options)
+        self.key = key
+        self.store = store
+        self.shared = False  # set at the first 429 this process meets on the quota
+        self.shared_rate: float | None = None  # the store's rate at the last slot taken
+        self.store_errors = 0
+        self._shared_served_at = float("-inf")  # when the quota last answered anyone
+        self._run = run or asyncio.to_thread
+        self._warned_at = float("-inf")
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    def _failed(self, what: str, error: BaseException) -> None:
+        self.store_errors += 1
+        now = self._clock()
+        if now - self._warned_at >= _WARN_EVERY_S:
+            self._warned_at = now
+            log.warning(
+                "shared pacing of %s unavailable (%s: %s: %s): pacing locally for now",
+                self.key,
+                what,
+                type(error).__name__,
+                error,
+            )
+
+    def _background(self, what: str, decide: Callable[[PacingRow, float], None]) -> None:
+        async def go() -> None:
+            try:
+                await self._run(self.store.update, str(self.key), decide)
+            except Exception as error:  # never fail a certification
+                self._failed(what, error)
+
+        task = asyncio.get_running_loop().create_task(go())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def serving(self, *, within_s: float) -> bool:
+        # Served anyone, here or in another worker (the store's answer at the last slot).
+        if super().serving(within_s=within_s):
+            return True
+        return self.shared and self._clock() - self._shared_served_at <= within_s
+
+    def hold(self, seconds: float) -> None:
+        super().hold(seconds)
+        self.shared = True
+        self._background("hold", lambda row, now: hold_quota(row, now, seconds))
+
+    def record(self, *, throttled: bool) -> None:
+        super().record(throttled=throttled)  # the local state: the fallback, and serving()
+        if throttled:
+            self.shared = True
+        if self.shared:
+            self._background("record", lambda row, now: record_outcome(row, now, throttled, self))
+
+    async def wait(self, sleep: Sleep) -> float:
+        if not self.shared:
+            return await super().wait(sleep)
+        started = self._clock()
+
+        def slot(row: PacingRow, now: float) -> tuple[float, float | None, float]:
+            return take_slot(row, now), row.rate, now - row.last_served
+
+        try:
+            delay, self.shared_rate, served_ago = await self._run(
+                self.store.update, str(self.key), slot
+            )
+        except Exception as error:  # never fail a certification
+            self._failed("slot", error)
+            return await super().wait(sleep)
+        self._shared_served_at = self._clock() - served_ago
+        # This process's own hold may not be in the store yet (written in the background).
+        delay = max(delay, self._closed_until - self._clock())
+        if delay > 0:
+            await sleep(delay)
+        self._last_start = self._clock()
+        if self.shared_rate is None and self._clock() - self._last_throttled > self.forget_after_s:
+            self.shared = False  # the 429s have stopped everywhere: back to no store cost
+        return max(0.0, self._last_start - started)
+
+    async def drain(self) -> None:
+        """Wait for the outcomes and holds still being written (tests, shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)

@@ -9,8 +9,8 @@ fails otherwise: autogenerate would see a table with no model and propose to dro
 
 from __future__ import annotations
 
-from modelcert.store import auth_models, models, worker_models
+from modelcert.store import auth_models, models, pacing, worker_models
 
 METADATA = models.Base.metadata
 
-MODEL_MODULES = (models, auth_models, worker_models)
+MODEL_MODULES = (models, auth_models, worker_models, pacing)

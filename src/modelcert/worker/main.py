@@ -27,6 +27,7 @@ from dbos import DBOS
 from sqlalchemy import Engine, text
 
 from modelcert.certify.engine import CertificationEngine, InFlight, Timing
+from modelcert.certify.throttle import ThrottleGates
 from modelcert.domain import DEFAULT_REGIONS
 from modelcert.errors import StoreUnavailable
 from modelcert.jobs.control import region_queue_options
@@ -34,8 +35,10 @@ from modelcert.jobs.dispatch import Dispatcher
 from modelcert.jobs.enqueue import Enqueuer
 from modelcert.jobs.queue_stats import queue_counts
 from modelcert.jobs.queues import (
+    DBOS_BACKGROUND_POLL_S,
     SCHEDULE_QUEUE,
     WORKFLOW_NAME,
+    calm_dbos_background,
     dbos_config,
     dbos_table,
     default_executor_id,
@@ -52,6 +55,7 @@ from modelcert.settings import Settings
 from modelcert.store import db, repo
 from modelcert.store.db import transaction
 from modelcert.store.outage import is_database_unavailable, wait_out_outage
+from modelcert.store.pacing import SharedPacing
 from modelcert.store.runs import RunStore
 from modelcert.worker.health import HealthServer, WorkerState, database_check
 
@@ -98,6 +102,8 @@ class Worker:
         self.certifier = CertificationEngine(
             self.store,
             settings,
+            # The pacing learnt from 429s is shared by all the workers, in the database.
+            gates=ThrottleGates(shared=SharedPacing(self.engine)),
             in_flight=self.in_flight,
             timing=timing,
             executor_id=self.executor_id,
@@ -180,6 +186,7 @@ class Worker:
         # DBOS polls the schedule's queue; the region queues are this worker's
         # dispatcher's (one thread for all, claiming no more than the worker can start).
         DBOS.listen_queues([SCHEDULE_QUEUE])
+        calm_dbos_background()
         DBOS.launch()
         self._launched = True
         for region in self.regions:
@@ -188,7 +195,12 @@ class Worker:
             DBOS.register_queue(
                 queue_name(self.settings, region), on_conflict="always_update", **options
             )
-        DBOS.register_queue(SCHEDULE_QUEUE, global_concurrency=1, on_conflict="always_update")
+        DBOS.register_queue(
+            SCHEDULE_QUEUE,
+            global_concurrency=1,
+            polling_interval_sec=DBOS_BACKGROUND_POLL_S,
+            on_conflict="always_update",
+        )
         install_schedule(self.settings)
         self._dispatcher = Dispatcher(
             self.engine,
