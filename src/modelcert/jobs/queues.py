@@ -95,6 +95,25 @@ def dbos_table(dialect_name: str, table: str) -> str:
     return table if dialect_name == "sqlite" else f"dbos.{table}"
 
 
+# How often DBOS's own background work polls in a worker: its internal queue (scheduled
+# ticks), the schedule's queue, and its jobs thread (DELAYED -> ENQUEUED). Each poll is a
+# transaction or two; at DBOS's 1 s they were most of an idle worker's commits. A delayed
+# certification or a re-certification tick starting up to this much later is harmless.
+DBOS_BACKGROUND_POLL_S = 5.0
+
+
+def calm_dbos_background() -> None:
+    """Slow DBOS's own pollers in this process to `DBOS_BACKGROUND_POLL_S` (call before
+    `DBOS.launch()`). DBOS has no setting for the internal queue's interval or its jobs
+    thread's: they are set on its registry and module, as `forget_instances` does."""
+    from dbos import _workflow_commands
+    from dbos._dbos import _get_or_create_dbos_registry
+
+    _workflow_commands._BACKGROUND_JOBS_INTERVAL_SEC = DBOS_BACKGROUND_POLL_S
+    internal = _get_or_create_dbos_registry().get_internal_queue()
+    internal._polling_interval_sec = DBOS_BACKGROUND_POLL_S
+
+
 def forget_instances(*instances: object) -> None:
     """Drop configured instances from DBOS's registry once their DBOS runtime is destroyed.
 

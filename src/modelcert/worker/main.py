@@ -35,8 +35,10 @@ from modelcert.jobs.dispatch import Dispatcher
 from modelcert.jobs.enqueue import Enqueuer
 from modelcert.jobs.queue_stats import queue_counts
 from modelcert.jobs.queues import (
+    DBOS_BACKGROUND_POLL_S,
     SCHEDULE_QUEUE,
     WORKFLOW_NAME,
+    calm_dbos_background,
     dbos_config,
     dbos_table,
     default_executor_id,
@@ -184,6 +186,7 @@ class Worker:
         # DBOS polls the schedule's queue; the region queues are this worker's
         # dispatcher's (one thread for all, claiming no more than the worker can start).
         DBOS.listen_queues([SCHEDULE_QUEUE])
+        calm_dbos_background()
         DBOS.launch()
         self._launched = True
         for region in self.regions:
@@ -192,7 +195,12 @@ class Worker:
             DBOS.register_queue(
                 queue_name(self.settings, region), on_conflict="always_update", **options
             )
-        DBOS.register_queue(SCHEDULE_QUEUE, global_concurrency=1, on_conflict="always_update")
+        DBOS.register_queue(
+            SCHEDULE_QUEUE,
+            global_concurrency=1,
+            polling_interval_sec=DBOS_BACKGROUND_POLL_S,
+            on_conflict="always_update",
+        )
         install_schedule(self.settings)
         self._dispatcher = Dispatcher(
             self.engine,
