@@ -27,7 +27,6 @@ from dbos import DBOS
 from sqlalchemy import Engine, text
 
 from modelcert.certify.engine import CertificationEngine, InFlight, Timing
-from modelcert.certify.throttle import ThrottleGates
 from modelcert.domain import DEFAULT_REGIONS
 from modelcert.errors import StoreUnavailable
 from modelcert.jobs.control import region_queue_options
@@ -55,7 +54,6 @@ from modelcert.settings import Settings
 from modelcert.store import db, repo
 from modelcert.store.db import transaction
 from modelcert.store.outage import is_database_unavailable, wait_out_outage
-from modelcert.store.pacing import SharedPacing
 from modelcert.store.runs import RunStore
 from modelcert.worker.health import HealthServer, WorkerState, database_check
 
@@ -102,8 +100,6 @@ class Worker:
         self.certifier = CertificationEngine(
             self.store,
             settings,
-            # The pacing learnt from 429s is shared by all the workers, in the database.
-            gates=ThrottleGates(shared=SharedPacing(self.engine)),
             in_flight=self.in_flight,
             timing=timing,
             executor_id=self.executor_id,
