@@ -78,6 +78,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "profile": "healthy-fast",
             "latency_ms": [args.latency_low, args.latency_high],
             "quota_rps": args.quota,
+            **({"quota_burst": args.burst} if args.burst is not None else {}),
             "quota_scope": "host",
             "quota_key": "bench-account",
             "quota_dir": str(run.workdir / "quota"),
@@ -124,6 +125,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "all_done": done,
             "regions": len(regions),
             "quota_rps_per_region": args.quota,
+            "quota_burst": args.burst,
             "latency_ms": [args.latency_low, args.latency_high],
             "limits": limits.describe(),
             "wall_s": r(wall),
@@ -153,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = harness.parser(__doc__, db="postgres", workers=2, count=300, regions=3, concurrency=60)
     parser.add_argument("--region-concurrency", type=int, default=20)
     parser.add_argument("--quota", type=float, default=20.0, help="requests/s per region")
+    parser.add_argument(
+        "--burst", type=float, default=None, help="quota burst (1: none); default one second's"
+    )
     parser.add_argument("--latency-low", type=float, default=200.0, help="ms")
     parser.add_argument("--latency-high", type=float, default=800.0, help="ms")
     return harness.run_benchmark("b2", measure, KEYS, parser.parse_args(argv))
