@@ -13,9 +13,9 @@ CANCELLED; our own failure ends ERROR; both keep the verdict it was renewing val
 
 The three phases are the engine's `CertificationSteps`; the DBOS adapter implements the
 same interface with fenced writes (`PreparedRun.fence`): the run's stored tests are its
-checkpoints, so a worker killed mid-way resumes at its last completed test. Everything
-the engine uses comes in through its constructor: the store it persists through, provider
-connections, throttle gates, the in-flight registry, the clocks and sleeps (`Timing`).
+checkpoints, so a worker killed mid-way resumes at its last completed test. Everything the engine uses
+comes in through its constructor: the store it persists through, provider connections,
+throttle gates, the in-flight registry, the clocks and sleeps (`Timing`).
 """
 
 from __future__ import annotations
