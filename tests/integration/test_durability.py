@@ -343,11 +343,11 @@ class _SlowWrites(RunStore):
 
     slow = 3
 
-    def record_test(self, run_id: int, position: int, result: Any, fence: Any = None) -> None:
+    def record_test(self, run_id: int, position: int, result: Any) -> None:
         if self.slow:
             self.slow -= 1
             time.sleep(1.0)
-        super().record_test(run_id, position, result, fence)
+        super().record_test(run_id, position, result)
 
 
 def test_time_spent_waiting_for_the_database_is_not_taken_from_the_budget(

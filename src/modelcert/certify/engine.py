@@ -12,8 +12,8 @@ the certification INCOMPLETE (no verdict from missing evidence). Cancelled, it e
 CANCELLED; our own failure ends ERROR; both keep the verdict it was renewing valid.
 
 The three phases are the engine's `CertificationSteps`; the DBOS adapter implements the
-same interface with fenced writes (`PreparedRun.fence`): the run's stored tests are its
-checkpoints, so a worker killed mid-way resumes at its last completed test. Everything the engine uses
+same interface with each phase a durable step that calls back into the engine, so a
+worker killed mid-way resumes at its last completed test. Everything the engine uses
 comes in through its constructor: the store it persists through, provider connections,
 throttle gates, the in-flight registry, the clocks and sleeps (`Timing`).
 """
@@ -79,32 +79,10 @@ class RunStore(Protocol):
         executor_id: str | None,
     ) -> int: ...
 
-    def resume_run(
-        self,
-        deployment_id: int,
-        region: str,
-        *,
-        run_key: str,
-        simulated: bool,
-        job_id: str | None,
-        executor_id: str | None,
-        fence: Any,
-    ) -> tuple[int, dict[str, TestResult]]: ...
-
-    # `fence` (durable executions; `store.runs.Fence`): write only while the execution
-    # still owns its workflow, else raise (`store.runs.NotOwned`), writing nothing.
-    def record_test(
-        self, run_id: int, position: int, result: TestResult, fence: Any = None
-    ) -> None: ...
+    def record_test(self, run_id: int, position: int, result: TestResult) -> None: ...
 
     def finish_run(
-        self,
-        run_id: int,
-        results: list[TestResult],
-        score: Score,
-        *,
-        job_id: str | None,
-        fence: Any = None,
+        self, run_id: int, results: list[TestResult], score: Score, *, job_id: str | None
     ) -> None: ...
 
     def abort_run(
@@ -143,10 +121,6 @@ class PreparedRun:
     job_id: str | None
     plan: CertificationPlan
     simulated: bool
-    # Durable: the execution's right to write (see RunStore), and the tests an earlier
-    # execution of the same workflow stored (resumed from, never run again).
-    fence: Any = None
-    stored: dict[str, TestResult] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -458,21 +432,16 @@ class CertificationEngine:
 
     # -- the steps, in-process (the DBOS adapter's steps call these) ---------------------
 
-    async def prepare(
-        self, request: CertificationRequest, run_key: str, *, fence: Any = None
-    ) -> PreparedRun:
+    async def prepare(self, request: CertificationRequest, run_key: str) -> PreparedRun:
         """Resolve and plan, mark the certification RUNNING and open its run (the one
-        `run_key` opened already, if this is a repeat; with a `fence`, fenced, and with
-        the tests that run stored already).
+        `run_key` opened already, if this is a repeat).
 
         Raises `UserError` for an unknown deployment or a region its provider does not
         serve. Database work runs in a thread: on the event loop it would stall every
         other certification of the process while it waits for a connection or a lock."""
-        return await asyncio.to_thread(self._prepare, request, run_key, fence)
+        return await asyncio.to_thread(self._prepare, request, run_key)
 
-    def _prepare(
-        self, request: CertificationRequest, run_key: str, fence: Any = None
-    ) -> PreparedRun:
+    def _prepare(self, request: CertificationRequest, run_key: str) -> PreparedRun:
         spec = self.store.load_deployment(request.deployment, request.region)
         plan = plan_certification(self.settings, spec, request.region)
         try:
@@ -481,26 +450,15 @@ class CertificationEngine:
             # The client cannot be built (a missing API key, a bad endpoint setting): the
             # run still opens, and its first test records the classified failure.
             simulated = plan.provider_kind == "sim"
-        if fence is None:
-            run_id = self.store.begin_run(
-                spec.deployment_id,
-                request.region,
-                run_key=run_key,
-                simulated=simulated,
-                job_id=request.job_id,
-                executor_id=self.executor_id,
-            )
-            return PreparedRun(run_id, request.job_id, plan, simulated)
-        run_id, stored = self.store.resume_run(
+        run_id = self.store.begin_run(
             spec.deployment_id,
             request.region,
             run_key=run_key,
             simulated=simulated,
             job_id=request.job_id,
             executor_id=self.executor_id,
-            fence=fence,
         )
-        return PreparedRun(run_id, request.job_id, plan, simulated, fence, stored)
+        return PreparedRun(run_id, request.job_id, plan, simulated)
 
     async def run_test(
         self, prepared: PreparedRun, position: int, basic_answered: bool
@@ -509,9 +467,6 @@ class CertificationEngine:
         once and counted in the metrics."""
         plan = prepared.plan
         planned = plan.planned(position)
-        stored = prepared.stored.get(planned.test.id)
-        if stored is not None:  # done by an earlier execution: not paid for twice
-            return stored
         try:
             provider = self._provider(plan)
         except ProviderError as error:
@@ -530,9 +485,7 @@ class CertificationEngine:
                 gate=self.gates.get(plan.quota),
             )
         result = refine_feature_failure(result, planned.test, basic_answered=basic_answered)
-        await asyncio.to_thread(
-            self.store.record_test, prepared.run_id, position, result, prepared.fence
-        )
+        await asyncio.to_thread(self.store.record_test, prepared.run_id, position, result)
         metrics.record_test_result(
             plan.target.region,
             plan.provider_kind,
@@ -549,12 +502,7 @@ class CertificationEngine:
         """Score, then store the verdict and count it toward the job, in one transaction."""
         score = score_results(results)
         await asyncio.to_thread(
-            self.store.finish_run,
-            prepared.run_id,
-            results,
-            score,
-            job_id=prepared.job_id,
-            fence=prepared.fence,
+            self.store.finish_run, prepared.run_id, results, score, job_id=prepared.job_id
         )
         return score
 

@@ -2,37 +2,28 @@
 
 `CertificationWorkflow` is a DBOS configured instance holding the worker's engine. Its
 workflow runs the engine's one loop (`CertificationEngine.certify`) with the instance
-itself as the loop's phases (prepare, each test, finish), which call back into the
-engine. The phases are not DBOS steps: the certification's own rows are its checkpoints.
-A re-executed workflow (a worker killed mid-certification, recovered) reopens the run its
-workflow opened and reads back the tests stored so far: it resumes at its last completed
-test, and no completed test is paid for twice. A certification costs one DBOS claim and
-one output, and one write of ours per phase (14 for a 12-test battery), where a DBOS step
-per phase cost a checkpoint and an ownership query more each. A workflow recovered with
-checkpoints of the step-per-phase shape (0.2 before this change) resumes the same way:
-it never calls a step, so DBOS never reads them; its test rows were written before each
-step's checkpoint, so they cover every checkpointed test.
+itself as the loop's steps: each phase (prepare, each test, finish) is a DBOS step that
+calls back into the engine. A worker killed mid-certification resumes at its last
+completed test (completed steps are read back from the database, not run again: no
+paying twice for an LLM call).
 
 The API and the CLI enqueue with `enqueue_certification` (a `DBOSClient`, no DBOS
 runtime in their process); the row they write names this class, its instance and the
 workflow, and the worker that dequeues it calls `CertificationWorkflow.certify` on its
 own instance.
 
-Each phase is safe to execute twice: `prepare` reopens the run its workflow opened; a
-test is stored once; `finish` closes the run once. Every write is fenced
-(`store.runs.Fence`): it happens only while the workflow is PENDING under this
-execution's DBOS ownership token, checked in the write's own statement. So the write
-that ends a test is also the check before the next one: an execution whose workflow was
-handed to another (the reaper, a drain) or cancelled learns it at its next write, which
-is refused, and makes no further provider call. Superseded, it stops with no write;
-cancelled, it closes its run as CANCELLED (what `jobs.cancel` does too).
+Each step is safe to execute twice (a kill after its write, before DBOS checkpointed
+it): `prepare` reopens the run its workflow opened; a test already stored is read back,
+not paid for again; `finish` closes the run once. Before each test and before the
+verdict, the execution checks that it still owns the workflow (DBOS's ownership token):
+one that was handed to another worker (the reaper, after a long silence) stops there,
+with no further call to the provider and no write.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import inspect
-from collections.abc import Iterator
 from typing import Any
 
 from dbos import DBOS, DBOSClient, DBOSConfiguredInstance, EnqueueOptions
@@ -52,10 +43,11 @@ from modelcert.jobs.queues import (
     APP_VERSION,
     WORKFLOW_NAME,
     dbos_table,
+    owns_workflow,
     release_claim,
 )
 from modelcert.obs.logging import log_event
-from modelcert.store.runs import Fence, NotOwned, RunStore, cancel_open_runs
+from modelcert.store.runs import RunStore, cancel_open_runs
 
 CLASS_NAME = "CertificationWorkflow"
 INSTANCE_NAME = "certify"
@@ -71,8 +63,7 @@ class CertificationWorkflow(DBOSConfiguredInstance):
     def __init__(self, engine: CertificationEngine, store: RunStore, database: Engine) -> None:
         self.engine = engine
         self.store = store  # the engine's store: waits out database blips
-        self.database = database  # where DBOS keeps the workflows (hand-backs)
-        self.schema = None if database.dialect.name == "sqlite" else "dbos"
+        self.database = database  # where DBOS keeps the workflows (ownership checks)
         super().__init__(config_name=INSTANCE_NAME)
 
     @DBOS.workflow(name=WORKFLOW_NAME)
@@ -99,42 +90,52 @@ class CertificationWorkflow(DBOSConfiguredInstance):
             raise DBOSWorkflowConflictIDError(workflow_id) from None
         return outcome.summary()
 
-    # The phases are plain coroutines, not DBOS steps: the run's own rows are the
-    # checkpoints (module docstring), each write fenced by this execution's ownership.
-
+    @DBOS.step(name="prepare")
     async def prepare(self, request: CertificationRequest, run_key: str) -> PreparedRun:
-        fence = Fence(run_key, _owner(run_key), self.schema)
-        with _fenced(run_key):
-            return await self.engine.prepare(request, run_key, fence=fence)
+        return await self.engine.prepare(request, run_key)
 
+    @DBOS.step(name="test")
     async def run_test(
         self, prepared: PreparedRun, position: int, basic_answered: bool
     ) -> TestResult:
-        with _fenced(prepared.fence.workflow_id):
-            return await self.engine.run_test(prepared, position, basic_answered)
+        test_id = prepared.plan.planned(position).test.id
+        stored = await self._resume_point(prepared.run_id, test_id)
+        if stored is not None:  # done before a crash, checkpoint lost: not paid twice
+            return stored
+        return await self.engine.run_test(prepared, position, basic_answered)
 
+    @DBOS.step(name="finish")
     async def finish(self, prepared: PreparedRun, results: list[TestResult]) -> Score:
-        with _fenced(prepared.fence.workflow_id):
-            return await self.engine.finish(prepared, results)
+        await self._resume_point(prepared.run_id, None)
+        return await self.engine.finish(prepared, results)
+
+    async def _resume_point(self, run_id: int, test_id: str | None) -> TestResult | None:
+        """Stop here unless this execution still owns its workflow; then the test as an
+        earlier execution stored it, if it did."""
+        workflow_id = DBOS.workflow_id
+        assert workflow_id is not None
+        owner = _owner(workflow_id)
+
+        def check() -> TestResult | None:
+            with self.database.connect() as connection:
+                if not owns_workflow(connection, workflow_id, owner):
+                    raise _Superseded(workflow_id)
+            return None if test_id is None else self.store.stored_result(run_id, test_id)
+
+        try:
+            return await asyncio.to_thread(self.store.retrying, check)
+        except _Superseded:
+            log_event("superseded", workflow_id=workflow_id)
+            raise DBOSWorkflowConflictIDError(workflow_id) from None
 
 
-@contextlib.contextmanager
-def _fenced(workflow_id: str) -> Iterator[None]:
-    """A refused write, as DBOS's own outcome: cancelled (the engine closes the run as
-    CANCELLED), or no longer ours (stop here, with no further call and no write; DBOS
-    parks the execution and adopts the owner's outcome)."""
-    try:
-        yield
-    except NotOwned as refused:
-        if refused.cancelled:
-            raise DBOSWorkflowCancelledError(f"Workflow {workflow_id} is cancelled") from None
-        log_event("superseded", workflow_id=workflow_id)
-        raise DBOSWorkflowConflictIDError(workflow_id) from None
+class _Superseded(Exception):
+    """Raised in a thread (and turned into DBOS's conflict there): not ours any more."""
 
 
 def _owner(workflow_id: str) -> str:
     owner = current_owner_xid(workflow_id)
-    assert owner is not None, "a durable phase runs inside its workflow"
+    assert owner is not None, "a durable step runs inside its workflow"
     return owner
 
 

@@ -17,24 +17,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Select,
-    cast,
-    column,
-    delete,
-    exists,
-    insert,
-    literal,
-    select,
-    table,
-    update,
-)
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.domain import (
@@ -62,29 +48,6 @@ from modelcert.store.models import (
 from modelcert.store.outage import wait_out_outage
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Fence:
-    """One durable execution's right to write: the DBOS workflow it runs and the ownership
-    token DBOS gave it when it claimed the workflow. A fenced write happens only while that
-    workflow is still PENDING under that token, checked in the write's own statement (or
-    transaction): an execution that lost its workflow (the reaper's or a drain's hand-off,
-    another claim, a cancellation) writes nothing more and learns it there (`NotOwned`)."""
-
-    workflow_id: str
-    owner_xid: str
-    schema: str | None  # where DBOS keeps workflow_status: None on SQLite, "dbos" otherwise
-
-
-class NotOwned(Exception):
-    """A fenced write was refused: the workflow is no longer this execution's (`cancelled`:
-    because it was cancelled; otherwise it was handed to another execution)."""
-
-    def __init__(self, workflow_id: str, *, cancelled: bool) -> None:
-        super().__init__(workflow_id)
-        self.workflow_id = workflow_id
-        self.cancelled = cancelled
 
 
 class RunStore:
@@ -153,74 +116,27 @@ class RunStore:
         executor_id: str | None,
     ) -> int:
         with transaction(self.factory) as session:
-            return self._begin_in(
-                session, deployment_id, region, run_key, simulated, job_id, executor_id
+            run = begin_run(
+                session,
+                deployment_id,
+                region,
+                run_key=run_key,
+                simulated=simulated,
+                job_id=job_id,
+                executor_id=executor_id,
             )
-
-    @staticmethod
-    def _begin_in(
-        session: Session,
-        deployment_id: int,
-        region: str,
-        run_key: str,
-        simulated: bool,
-        job_id: str | None,
-        executor_id: str | None,
-    ) -> int:
-        run = begin_run(
-            session,
-            deployment_id,
-            region,
-            run_key=run_key,
-            simulated=simulated,
-            job_id=job_id,
-            executor_id=executor_id,
-        )
-        if job_id is not None:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
-                .values(status=JobStatus.RUNNING.value, started_at=utcnow())
-            )
-        return run.id
-
-    def resume_run(
-        self,
-        deployment_id: int,
-        region: str,
-        *,
-        run_key: str,
-        simulated: bool,
-        job_id: str | None,
-        executor_id: str | None,
-        fence: Fence,
-    ) -> tuple[int, dict[str, TestResult]]:
-        """`begin_run` for a durable execution, fenced: the run id, and the tests an earlier
-        execution of the same workflow stored (its checkpoints: they are not run again).
-        Raises `NotOwned` when `fence` no longer holds."""
-
-        def resume() -> tuple[int, dict[str, TestResult]]:
-            with transaction(self.factory) as session:
-                check_fence(session, fence)
-                run_id = self._begin_in(
-                    session, deployment_id, region, run_key, simulated, job_id, executor_id
+            if job_id is not None:
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+                    .values(status=JobStatus.RUNNING.value, started_at=utcnow())
                 )
-                return run_id, stored_results(session, run_id)
+            return run.id
 
-        return self.retrying(resume)
-
-    def record_test(
-        self, run_id: int, position: int, result: TestResult, fence: Fence | None = None
-    ) -> None:
-        """Store one finished test; with a `fence`, only while it holds (else `NotOwned`),
-        in one statement, and once (a repeat after a lost commit finds it stored)."""
-
+    def record_test(self, run_id: int, position: int, result: TestResult) -> None:
         def record() -> None:
             with transaction(self.factory) as session:
-                if fence is None:
-                    record_test(session, run_id, position, result)
-                else:
-                    record_test_fenced(session, fence, run_id, position, result)
+                record_test(session, run_id, position, result)
 
         self.retrying(record)
 
@@ -234,22 +150,13 @@ class RunStore:
         return self.retrying(read)
 
     def finish_run(
-        self,
-        run_id: int,
-        results: Sequence[TestResult],
-        score: Score,
-        *,
-        job_id: str | None,
-        fence: Fence | None = None,
+        self, run_id: int, results: Sequence[TestResult], score: Score, *, job_id: str | None
     ) -> None:
         """The tests, the run's verdict, the current certification and the job's totals,
-        in one transaction; once (a repeat finds the run finished and changes nothing).
-        With a `fence`, only while it holds (else `NotOwned`, nothing written)."""
+        in one transaction; once (a repeat finds the run finished and changes nothing)."""
 
         def finish() -> None:
             with transaction(self.factory) as session:
-                if fence is not None:
-                    check_fence(session, fence)
                 if finish_run(session, run_id, results, score) and job_id is not None:
                     count_job_result(session, job_id, succeeded=score.status.is_valid_verdict)
 
@@ -408,16 +315,8 @@ def stored_result(session: Session, run_id: int, test_id: str) -> TestResult | N
             TestResultRow.run_id == run_id, TestResultRow.test_id == test_id
         )
     )
-    return None if row is None else _row_result(row)
-
-
-def stored_results(session: Session, run_id: int) -> dict[str, TestResult]:
-    """Every test of a run stored so far, by test id."""
-    rows = session.scalars(select(TestResultRow).where(TestResultRow.run_id == run_id))
-    return {row.test_id: _row_result(row) for row in rows}
-
-
-def _row_result(row: TestResultRow) -> TestResult:
+    if row is None:
+        return None
     return TestResult(
         test_id=row.test_id,
         title=row.title,
@@ -529,63 +428,3 @@ def _test_values(run_id: int, position: int, result: TestResult) -> dict[str, An
         started_at=result.started_at,
         duration_ms=result.duration_ms,
     )
-
-
-def _workflow_status(fence: Fence) -> Any:
-    return table(
-        "workflow_status",
-        column("workflow_uuid"),
-        column("owner_xid"),
-        column("status"),
-        schema=fence.schema,
-    )
-
-
-def _owned(session: Session, fence: Fence) -> Select[Any]:
-    """SELECT 1 while `fence` holds; on PostgreSQL it also holds the workflow's row (FOR
-    SHARE) until the write commits, so a hand-off waits for the write instead of racing it
-    (SQLite's writers take turns anyway)."""
-    status = _workflow_status(fence)
-    owned = select(literal(1)).where(
-        status.c.workflow_uuid == fence.workflow_id,
-        status.c.owner_xid == fence.owner_xid,
-        status.c.status == "PENDING",
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        owned = owned.with_for_update(read=True)
-    return owned
-
-
-def check_fence(session: Session, fence: Fence) -> None:
-    """Raise `NotOwned` unless `fence` holds (in the caller's transaction)."""
-    if session.execute(_owned(session, fence)).first() is None:
-        raise _not_owned(session, fence)
-
-
-def _not_owned(session: Session, fence: Fence) -> NotOwned:
-    status = _workflow_status(fence)
-    current = session.execute(
-        select(status.c.status).where(status.c.workflow_uuid == fence.workflow_id)
-    ).scalar()
-    return NotOwned(fence.workflow_id, cancelled=current == "CANCELLED")
-
-
-def record_test_fenced(
-    session: Session, fence: Fence, run_id: int, position: int, result: TestResult
-) -> None:
-    """`record_test` for a durable execution: one INSERT ... SELECT that stores the test
-    only while `fence` holds and the test is not stored yet (the ownership check costs no
-    query of its own). Inserting nothing means a repeat (fine) or a lost fence (`NotOwned`)."""
-    values = _test_values(run_id, position, result)
-    rows = TestResultRow.__table__
-    stored = select(rows.c.id).where(rows.c.run_id == run_id, rows.c.test_id == result.test_id)
-    typed: list[ColumnElement[Any]] = [
-        literal(value, rows.c[name].type) for name, value in values.items()
-    ]
-    if session.get_bind().dialect.name == "postgresql":  # its SELECT list needs the types
-        typed = [cast(value, value.type) for value in typed]
-    source = select(*typed)
-    source = source.where(exists(_owned(session, fence)), ~exists(stored))
-    inserted = session.execute(insert(TestResultRow).from_select(list(values), source))
-    if inserted.rowcount == 0:  # type: ignore[attr-defined]
-        check_fence(session, fence)  # raises when the fence is lost; else a repeat
