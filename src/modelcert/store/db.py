@@ -19,6 +19,24 @@ if TYPE_CHECKING:  # Alembic is imported where migrations run: most commands nev
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 POSTGRES_CONNECT_TIMEOUT_S = 10
+# A client cut off mid-transaction (its host partitioned) must not keep its row locks for
+# TCP's timeout (hours): the reaper's lease, a claim, a fenced write would wait behind it
+# and its work would never be handed over. The server ends a session idle in a
+# transaction, or whose unacknowledged data has waited, this long; our transactions are
+# short (no provider call happens inside one). The client learns of a dead link from
+# keepalives as soon.
+POSTGRES_STUCK_SESSION_S = 10
+POSTGRES_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S,
+    "options": (
+        f"-c idle_in_transaction_session_timeout={POSTGRES_STUCK_SESSION_S * 1000} "
+        f"-c tcp_user_timeout={POSTGRES_STUCK_SESSION_S * 1000}"
+    ),
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -88,7 +106,7 @@ def make_engine(url: str, *, must_exist: bool = False, **kwargs: Any) -> Engine:
     # A host that drops packets (a partition, a failover in progress) must not hold a
     # connection attempt for the TCP timeout (minutes): the caller's retry loop, the
     # API's 503 and a stopping worker all wait on it.
-    kwargs.setdefault("connect_args", {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S})
+    kwargs.setdefault("connect_args", dict(POSTGRES_CONNECT_ARGS))
     return create_engine(url, **kwargs)
 
 
