@@ -101,6 +101,9 @@ def slow_backstop(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dispatch, "IDLE_BACKSTOP_S", 120.0)
 
 
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 def test_an_idle_worker_on_postgresql_is_woken_by_the_enqueue(
     factory: sessionmaker[Session],
     settings: Settings,
@@ -108,8 +111,7 @@ def test_an_idle_worker_on_postgresql_is_woken_by_the_enqueue(
     start_worker: StartWorker,
     slow_backstop: None,
 ) -> None:
-    if settings.database_url.startswith("sqlite"):
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; an idle SQLite worker polls")
+    """LISTEN/NOTIFY is PostgreSQL's (an idle SQLite worker polls)."""
     models = add_catalog(factory, models=1, latency_ms=0)
     worker = start_worker(regions=REGIONS[:1], queue_polling_interval_s=120.0)
     dispatcher = worker._dispatcher
