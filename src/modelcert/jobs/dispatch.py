@@ -124,20 +124,13 @@ class Dispatcher:
 
     def held(self) -> int:
         """Certifications this worker holds (claimed or running), in all its queues."""
-        dbos = self._dbos_instance()
-        active = dbos._active_workflows_set
-        served = set(self.queues)
-        with active._lock:
-            held_ids = {
-                key
-                for key, buckets in active._m.items()
-                if any(bucket is not None and bucket[0] in served for bucket in buckets)
-            }
+        active = self._dbos_instance()._active_workflows_set
+        registered = set(active.activeList())
         now = time.monotonic()
         for workflow_id, claimed_at in list(self._recent.items()):
-            if workflow_id in held_ids or now - claimed_at > CLAIM_REGISTRATION_S:
+            if workflow_id in registered or now - claimed_at > CLAIM_REGISTRATION_S:
                 del self._recent[workflow_id]
-        return len(held_ids) + len(self._recent)
+        return sum(active.count_for_queue(name) for name in self.queues) + len(self._recent)
 
     # -- the loop ------------------------------------------------------------------
 
