@@ -384,6 +384,8 @@ def test_workers_survive_kills_restarts_and_outages(
     if report["tests_paid_twice_beyond_the_kills"]:
         failures.append(
             f"{report['tests_paid_twice_beyond_the_kills']} tests paid twice beyond the one "
-            "in flight at a kill, in certifications it interrupted"
+            "in flight at a kill, in certifications it interrupted: "
+            f"{report['examples']['paid_twice_beyond_the_kills']} (job, deployment, region, "
+            f"tests); per fault {[(f['kind'], f['in_flight']) for f in report['faults']]}"
         )
     assert not failures, f"{'; '.join(failures)} (seed {SEED}; report {path})"

@@ -416,7 +416,7 @@ async def test_closing_the_generator_early_stops_the_reader(
     assert isinstance(first, TextDelta)
     started = time.monotonic()
     await events.aclose()
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2  # not held until the stalled stream's read timeout
     await assert_threads_end(before)
 
 
@@ -447,9 +447,8 @@ async def test_slow_call_does_not_block_the_event_loop(
 
 async def test_concurrent_streams(fake: FakeBedrock, provider: BedrockProvider) -> None:
     fake.behaviours[MODEL] = Behaviour(text=TEXT, delay=0.5)
-    started = time.monotonic()
     results = await asyncio.gather(*(collect(provider) for _ in range(6)))
-    assert time.monotonic() - started < 2.0  # parallel, not 6 x 0.5 s in a row
+    assert fake.most_delayed_at_once >= 3  # in parallel (6 when not starved), not in a row
     assert all(events[-1] == Stop("end_turn") for events in results)
 
 

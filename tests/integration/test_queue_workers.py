@@ -273,7 +273,7 @@ def test_sigterm_drains_what_runs_and_hands_back_what_waits(
         timeout=5,
         what="/ready 503",
     )
-    assert time.monotonic() - sent < 1  # the signal is handled within the main loop's poll
+    assert time.monotonic() - sent < 3  # handled within the main loop's poll, not after the drain
     assert "shutting down" in answers[-1][1]["reasons"]
     # Heartbeats go on while the running certification finishes (2 s apart).
     wait_for(lambda: _beats(catalog, "w-drain") > beats, timeout=10, what="a heartbeat")

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelcert.jobs.queues import dbos_table
 from modelcert.store.models import CertificationRun, Job, TestResultRow
 
-IN_FLIGHT_WINDOW_S = 3.0  # a certification with a call this recent is in flight
+IN_FLIGHT_WINDOW_S = 3.0  # at a database fault, a certification called this recently is in flight
 FINISHED = ("CERTIFIED", "QUALITY_WARNING", "FAILED", "INCOMPLETE", "ERROR")
 
 T = TypeVar("T")
@@ -290,18 +290,22 @@ def analyse(
     extra_calls = sum(max(0, len(cs) - expected_calls) for cs in calls_by_pair.values())
 
     def in_flight(at: float, at_wall: float, pid: int | None) -> set[Pair]:
-        """Certifications with a call in the last IN_FLIGHT_WINDOW_S (by `pid`) not yet
-        finished at that moment."""
+        """Certifications not yet finished at that moment and in flight in `pid`: the last
+        process to call for them before it (however long ago: under load a certification
+        can go seconds between calls, waiting on its writes). Without a pid (a database
+        fault): those with a call in the last IN_FLIGHT_WINDOW_S in any process."""
         found = set()
         for pair, pair_calls in calls_by_pair.items():
             if any(stamp <= at_wall for stamp in finished_at.get(pair, [])):
                 continue
-            for call in pair_calls:
-                if pid is not None and call.pid != pid:
-                    continue
-                if call.start <= at and call_end(call, lives, now) >= at - IN_FLIGHT_WINDOW_S:
+            before = [call for call in pair_calls if call.start <= at]
+            if not before:
+                continue
+            if pid is not None:
+                if max(before, key=lambda call: call.start).pid == pid:
                     found.add(pair)
-                    break
+            elif any(call_end(call, lives, now) >= at - IN_FLIGHT_WINDOW_S for call in before):
+                found.add(pair)
         return found
 
     in_flight_at_kills = 0

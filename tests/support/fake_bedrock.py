@@ -199,6 +199,10 @@ class FakeBedrock:
         self.list_error: HttpError | None = None  # makes ListFoundationModels fail
         self.request_counts: Counter[str] = Counter()
         self.requests: list[RecordedRequest] = []
+        # Requests inside their Behaviour.delay now, and the most there were at once: how
+        # a test sees that calls overlap without timing them.
+        self.delayed_now = 0
+        self.most_delayed_at_once = 0
         self._lock = threading.Lock()
         # model id -> time.monotonic() at which the client hung up on a stalled request.
         self._hangups: dict[str, float] = {}
@@ -207,6 +211,16 @@ class FakeBedrock:
         self.closing = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    def delay(self, seconds: float) -> None:
+        with self._lock:
+            self.delayed_now += 1
+            self.most_delayed_at_once = max(self.most_delayed_at_once, self.delayed_now)
+        try:
+            self.closing.wait(seconds)
+        finally:
+            with self._lock:
+                self.delayed_now -= 1
 
     @property
     def url(self) -> str:
@@ -334,7 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if behaviour.delay:
-            self.fake.closing.wait(behaviour.delay)
+            self.fake.delay(behaviour.delay)
         if behaviour.error is not None:
             self._send_error(behaviour.error)
         elif operation == "converse":
