@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelcert.api.schemas import ErrorResponse, ValidationErrorResponse
@@ -45,7 +45,7 @@ async def user_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=code, content={"detail": exc.message, "field": exc.field})
 
 
-async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
     """422 whose `detail` is one sentence naming the field, plus every error in `errors`."""
     assert isinstance(exc, RequestValidationError)
     # Location, message and type only: pydantic's `input` and `ctx` would echo what was
@@ -57,6 +57,14 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     if not errors:  # not expected from FastAPI; still a well-formed answer
         return JSONResponse(status_code=422, content={"detail": "invalid request"})
     first = field_path(errors[0]["loc"])
+    if request.url.path.startswith("/dashboard/") and "text/html" in request.headers.get(
+        "accept", ""
+    ):
+        # A browser (it asks for HTML) sent a dashboard form: a page naming the field, not
+        # raw JSON. Other clients of the dashboard's URLs keep the JSON body.
+        from modelcert.api.dashboard.web import invalid_input_page
+
+        return invalid_input_page(request, first, errors[0]["msg"])
     return JSONResponse(
         status_code=422,
         content={"detail": f"{first}: {errors[0]['msg']}", "errors": errors, "field": first},

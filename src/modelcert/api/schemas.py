@@ -138,6 +138,9 @@ class JobCertificationOut(ApiModel):
     badge: str | None = None
     tests_passed: int | None = None
     tests_total: int | None = None
+    tests_done: int | None = Field(
+        default=None, description="Tests of the run stored so far (it grows while it runs)."
+    )
     error_category: str | None = None
     error_message: str | None = None
     executor_id: str | None = None

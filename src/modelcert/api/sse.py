@@ -4,6 +4,16 @@ Workers store each test as it finishes (`test_results`), so the stream polls for
 the job's runs it has not reported yet: `progress` for each, once; then `complete` with
 the job's summary when the job is COMPLETED or CANCELLED, or `error`. A comment line is
 sent when nothing else was for `heartbeat_s`, so that proxies keep the connection open.
+
+Every `progress` and `complete` event has an `id:`: a cursor over what the stream has
+reported. A client that reconnects sends it back as `Last-Event-ID` (a browser's
+EventSource does so by itself) and the stream goes on after it, replaying nothing. The
+cursor is `v1.` then, per run of the job, `a-b` (runs a to b finished and every test of
+them reported) or `run:row` (of that run, every test row up to that row id reported: one
+run's rows are written one after another, by one execution, so they commit in id order;
+rows of different runs do not, hence an entry per run). Runs not named had nothing
+reported. Finished runs collapse into ranges, so it stays short: about one entry per run
+still going on.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -20,43 +31,110 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelcert.api import queries
 from modelcert.api.edges import STREAM_MAX_S, STREAM_RETRY_AFTER_S, StreamSlots
 from modelcert.api.schemas import JobSummaryOut
 from modelcert.certify.battery import plan_battery
 from modelcert.domain import Capabilities, CertificationStatus, JobStatus
-from modelcert.errors import NotFoundError
-from modelcert.jobs.job_summary import job_summary
+from modelcert.errors import NotFoundError, UserError
 from modelcert.store.models import Certification, CertificationRun, Deployment, Job, TestResultRow
 from modelcert.store.outage import describe_outage, is_database_unavailable
+from modelcert.validation import ID_MAX
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
 HEARTBEAT_S = 15.0
 HEARTBEAT = ": heartbeat\n\n"
+RETRY_MS = 2000  # how long a browser waits before it reconnects
+CURSOR_VERSION = "v1"
+CURSOR_MAX = 8000  # characters of a Last-Event-ID accepted back
 _FINISHED = (JobStatus.COMPLETED.value, JobStatus.CANCELLED.value)
 _RUNNING = (CertificationStatus.RUNNING.value,)
 
 
-def sse_event(payload: dict[str, Any]) -> str:
-    """One `data:` event (JSON on one line)."""
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+def sse_event(payload: dict[str, Any], event_id: str | None = None) -> str:
+    """One `data:` event (JSON on one line), after its `id:` when it has one."""
+    data = f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+    return f"id: {event_id}\n{data}" if event_id else data
+
+
+@dataclass
+class Cursor:
+    """What a stream has reported: `closed` runs entirely, and of each run in `rows`
+    every test row up to that row id."""
+
+    closed: set[int] = field(default_factory=set)
+    rows: dict[int, int] = field(default_factory=dict)
+
+    def encode(self) -> str:
+        parts = []
+        ordered = sorted(self.closed)
+        i = 0
+        while i < len(ordered):
+            j = i
+            while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+                j += 1
+            parts.append(f"{ordered[i]}-{ordered[j]}")
+            i = j + 1
+        parts += [
+            f"{run}:{row}" for run, row in sorted(self.rows.items()) if run not in self.closed
+        ]
+        return f"{CURSOR_VERSION}.{','.join(parts)}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """The cursor a `Last-Event-ID` carries; `UserError` naming the header when it is
+        not one of ours."""
+        problem = UserError(
+            "Last-Event-ID is not an event id of this stream; reconnect without it",
+            field="Last-Event-ID",
+        )
+        version, dot, listed = text.strip().partition(".")
+        if len(text) > CURSOR_MAX or version != CURSOR_VERSION or not dot:
+            raise problem
+        cursor = cls()
+        try:
+            for item in filter(None, listed.split(",")):
+                if "-" in item:
+                    first, last = (int(n) for n in item.split("-"))
+                    if not 0 < first <= last <= ID_MAX or last - first > 1_000_000:
+                        raise problem
+                    cursor.closed |= set(range(first, last + 1))
+                else:
+                    run, row = (int(n) for n in item.split(":"))
+                    if not (0 < run <= ID_MAX and 0 < row <= ID_MAX):
+                        raise problem
+                    cursor.rows[run] = row
+        except ValueError:
+            raise problem from None
+        return cursor
 
 
 class JobProgress:
-    """What happened to one job since the last poll; each finished test is reported once."""
+    """What happened to one job since the last poll; each finished test is reported once,
+    also across reconnections (`resume`: the cursor of the last event a client got)."""
 
-    def __init__(self, factory: sessionmaker[Session], job_id: str) -> None:
+    def __init__(
+        self, factory: sessionmaker[Session], job_id: str, resume: Cursor | None = None
+    ) -> None:
         self.factory = factory
         self.job_id = job_id
         self.current = 0
         self.total: int | None = None
         self._seen: set[tuple[int, str]] = set()  # (run, test): a re-run step gets a new row
         self._closed: set[int] = set()  # finished runs whose every test was reported
+        self._rows: dict[int, int] = {}  # run → the highest test row id reported
         self._labels: dict[int, str] = {}
+        self._resume = resume
 
-    def poll(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        """New progress events, and the job's summary once it has finished."""
+    def cursor(self) -> str:
+        """The id of an event sent now: where a reconnecting client goes on from."""
+        return Cursor(set(self._closed), dict(self._rows)).encode()
+
+    def poll(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str]:
+        """New progress events (each with its event id), the job's summary once it has
+        finished, and the cursor after all of them."""
         with self.factory() as session:
             # The status first: a job seen finished has every test row committed already
             # (the last certification stores its rows and the totals in one transaction).
@@ -65,11 +143,45 @@ class JobProgress:
                 raise NotFoundError(f"unknown job {self.job_id!r}", field="jobId")
             if self.total is None:
                 self.total = _planned_tests(session, self.job_id)
-            events = [self._event(session, *row) for row in self._new_rows(session)]
-            summary = job_summary(session, self.job_id) if status in _FINISHED else None
-        return events, summary
+            if self._resume is not None:
+                self._resume_from(session, self._resume)
+                self._resume = None
+            fresh, finished = self._new_rows(session)
+            events = []
+            for test, run in fresh:
+                event = self._event(session, test, run)
+                self._rows[run.id] = max(self._rows.get(run.id, 0), test.id)
+                events.append((event, self.cursor()))
+            # Closed only now: an id sent above never claims a run whose later rows were
+            # not sent yet.
+            self._closed |= finished
+            if events:
+                events[-1] = (events[-1][0], self.cursor())
+            summary = queries.job_summary(session, self.job_id) if status in _FINISHED else None
+        return [dict(event, id=event_id) for event, event_id in events], summary, self.cursor()
 
-    def _new_rows(self, session: Session) -> list[tuple[TestResultRow, CertificationRun]]:
+    def _resume_from(self, session: Session, cursor: Cursor) -> None:
+        """Count as reported what an earlier stream sent up to `cursor`."""
+        runs = set(
+            session.scalars(
+                select(CertificationRun.id).where(CertificationRun.job_id == self.job_id)
+            )
+        )
+        rows = session.execute(
+            select(TestResultRow.id, TestResultRow.run_id, TestResultRow.test_id).where(
+                TestResultRow.run_id.in_(runs & (cursor.closed | set(cursor.rows)))
+            )
+        )
+        for row_id, run_id, test_id in rows:
+            if run_id in cursor.closed or row_id <= cursor.rows.get(run_id, 0):
+                self._seen.add((run_id, test_id))
+                self.current += 1
+                self._rows[run_id] = max(self._rows.get(run_id, 0), row_id)
+        self._closed = runs & cursor.closed
+
+    def _new_rows(
+        self, session: Session
+    ) -> tuple[list[tuple[TestResultRow, CertificationRun]], set[int]]:
         # Not an id cursor: concurrent runs commit their rows out of id order. Rows are read
         # for runs not yet closed; a run seen finished here has all its rows committed, so
         # after this read it is closed and never read again.
@@ -91,8 +203,7 @@ class JobProgress:
             if (test.run_id, test.test_id) not in self._seen:
                 self._seen.add((test.run_id, test.test_id))
                 fresh.append((test, runs[test.run_id]))
-        self._closed |= finished
-        return fresh
+        return fresh, finished
 
     def _event(
         self, session: Session, test: TestResultRow, run: CertificationRun
@@ -101,7 +212,7 @@ class JobProgress:
         if run.deployment_id not in self._labels:
             deployment = session.get(Deployment, run.deployment_id)
             self._labels[run.deployment_id] = (
-                f"{deployment.provider.slug}/{deployment.provider_model_id}" if deployment else ""
+                queries.deployment_label(deployment) if deployment else ""
             )
         return {
             "type": "progress",
@@ -165,6 +276,7 @@ async def job_events(
     have passed (then a `timeout` event: the client reconnects to go on)."""
     last_sent = time.monotonic()
     deadline = last_sent + max_s
+    retry = f"retry: {RETRY_MS}\n"  # told once, with the first event that has an id
     while not await is_disconnected():
         if time.monotonic() >= deadline:
             yield sse_event(
@@ -172,7 +284,7 @@ async def job_events(
             )
             return
         try:
-            events, summary = await asyncio.to_thread(progress.poll)
+            events, summary, cursor = await asyncio.to_thread(progress.poll)
         except NotFoundError as exc:
             yield sse_event({"type": "error", "message": exc.message})
             return
@@ -194,10 +306,12 @@ async def job_events(
             )
             return
         for event in events:
-            yield sse_event(event)
+            event_id = event.pop("id")
+            yield retry + sse_event(event, event_id)
+            retry = ""
             last_sent = time.monotonic()
         if summary is not None:
-            yield sse_event(complete_event(summary))
+            yield retry + sse_event(complete_event(summary), cursor)
             return
         if time.monotonic() - last_sent >= heartbeat_s:
             yield HEARTBEAT
@@ -208,8 +322,14 @@ async def job_events(
 def stream_response(
     request: Request, factory: sessionmaker[Session], job_id: str, key_name: str
 ) -> Response:
-    """The job's event stream for the key `key_name`, or 429 with Retry-After when that
-    key already holds MAX_STREAMS_PER_KEY open streams."""
+    """The job's event stream for the key `key_name`, after the event whose id the client
+    sends as `Last-Event-ID` (400 naming the header if it is not one); 429 with
+    Retry-After when that key already holds MAX_STREAMS_PER_KEY open streams."""
+    last_id = request.headers.get("last-event-id", "").strip()
+    try:
+        resume = Cursor.parse(last_id) if last_id else None
+    except UserError as exc:
+        return JSONResponse(status_code=400, content={"detail": exc.message, "field": exc.field})
     slots: StreamSlots = request.app.state.stream_slots
     if not slots.acquire(key_name):
         return JSONResponse(
@@ -225,7 +345,7 @@ def stream_response(
     async def events() -> AsyncIterator[str]:
         with slots.held(key_name):
             async for event in job_events(
-                JobProgress(factory, job_id),
+                JobProgress(factory, job_id, resume),
                 request.is_disconnected,
                 poll_s=POLL_S,
                 heartbeat_s=HEARTBEAT_S,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
+from pydantic import BeforeValidator, Field
 
 from modelcert.api import queries, sse
 from modelcert.api.dashboard import data
@@ -15,7 +16,6 @@ from modelcert.api.deps import FactoryDep, SessionDep, SettingsDep
 from modelcert.domain import CertificationStatus, JobStatus
 from modelcert.errors import UserError
 from modelcert.jobs.control import paused_regions
-from modelcert.jobs.job_summary import job_summary
 from modelcert.store.models import utcnow
 from modelcert.validation import (
     FormDay,
@@ -28,6 +28,16 @@ from modelcert.validation import (
 )
 
 router = APIRouter()
+
+
+def _blank_is_first_page(value: object) -> object:
+    # The pager's links always send a page; a hand-edited or empty `page=` is page 1.
+    return 1 if isinstance(value, str) and not value.strip() else value
+
+
+# Every query parameter of a dashboard page is a form field a browser may send empty:
+# text filters are "" (any), dates go through FormDay ("" is none), the page is FormPage.
+FormPage = Annotated[int, BeforeValidator(_blank_is_first_page), Field(ge=1, le=100_000)]
 
 STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 PAGE_SIZE = 25
@@ -116,7 +126,7 @@ def jobs(
     # The form sends an empty date field as "": no bound, not an error.
     date_from: Annotated[FormDay, Query()] = None,
     date_to: Annotated[FormDay, Query()] = None,
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page: Annotated[FormPage, Query()] = 1,
 ) -> Response:
     """Every job, newest first, with search and filters."""
     filters = data.JobFilters(
@@ -136,7 +146,7 @@ def job(job_id: JobId, request: Request, login: LoginDep, session: SessionDep) -
     """A job: its certifications, each run's tests, the timeline; live while it runs."""
     try:
         found = queries.require_job(session, job_id)
-        summary = job_summary(session, job_id)
+        summary = queries.job_summary(session, job_id)
     except UserError as exc:
         return error_page(request, login, 404, exc.message)
     runs = data.job_runs(session, job_id)

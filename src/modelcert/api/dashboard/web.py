@@ -157,8 +157,12 @@ def render(
     return response
 
 
-def error_page(request: Request, login: Login | None, code: int, message: str) -> HTMLResponse:
-    return render(request, login, "error.html", status_code=code, code=code, message=message)
+def error_page(
+    request: Request, login: Login | None, code: int, message: str, field: str | None = None
+) -> HTMLResponse:
+    return render(
+        request, login, "error.html", status_code=code, code=code, message=message, field=field
+    )
 
 
 def redirect_with_flash(
@@ -197,3 +201,31 @@ def safe_next(target: str | None) -> str:
     if target and target.startswith(PREFIX) and not target.startswith("//"):
         return target
     return PREFIX + "/"
+
+
+def invalid_input_page(request: Request, field: str, problem: str) -> HTMLResponse:
+    """A dashboard page's parameter refused (422): a page that names the field and says
+    what is wrong with it, for the person who filled in the form; never raw JSON."""
+    login = None
+    try:
+        with request.app.state.session_factory() as session:
+            login = current_login(session, request.cookies.get(COOKIE_NAME))
+    except Exception:  # the page explains the input either way (an outage is its own 503)
+        login = None
+    label = FIELD_LABELS.get(field, field)
+    return error_page(
+        request,
+        login,
+        422,
+        f"{label}: {problem}. Correct it and try again.",
+        field=field,
+    )
+
+
+# How a form names its fields to the person filling it in.
+FIELD_LABELS = {
+    "date_from": "from (date)",
+    "date_to": "to (date)",
+    "page": "page",
+    "q": "search",
+}

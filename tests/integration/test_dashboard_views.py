@@ -1,0 +1,237 @@
+"""What the dashboard and its read API show, on SQLite and PostgreSQL, for histories
+written the way workers write them (`store.runs`: a run begun, each test recorded, the
+verdict stored with the job's totals): forms sent as a browser sends them, names of older
+jobs, a running job's page, failed cells, throttling, denominators, search, and the job
+stream's event ids.
+
+No worker runs here: the runs are stored through the same store functions a worker's
+durable steps call, so each test sets up exactly the history it reads."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from html import unescape
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelcert.api import sse
+from modelcert.api.app import create_app
+from modelcert.certify.scoring import score_results
+from modelcert.domain import ErrorCategory, JobKind, TestOutcome, TestResult
+from modelcert.settings import Settings
+from modelcert.store import repo
+from modelcert.store.api_keys import Role
+from modelcert.store.db import transaction
+from modelcert.store.models import Job
+from modelcert.store.runs import begin_run, count_job_result, finish_run, record_test
+from tests.support.keys import bearer, new_key
+
+D = "/dashboard"
+REGIONS = ("us-east-1", "eu-west-1")
+BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+
+@pytest.fixture
+def catalog(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    with transaction(factory) as session:
+        repo.add_provider(session, slug="sim", kind="sim", regions=list(REGIONS))
+        for name in ("haze-empty", "fjord-denied", "aurora-fast"):
+            repo.add_deployment(
+                session, provider_slug="sim", provider_model_id=name, options={"latency_ms": 5}
+            )
+    return factory
+
+
+@pytest.fixture
+def client(settings: Settings, catalog: sessionmaker[Session]) -> Iterator[TestClient]:
+    app = create_app(settings, session_factory=catalog)
+    with TestClient(app, follow_redirects=False) as test_client:
+        test_client.post(f"{D}/login", data={"api_key": new_key(catalog, "ops", Role.operator)})
+        yield test_client
+
+
+@pytest.fixture
+def api_key(catalog: sessionmaker[Session]) -> dict[str, str]:
+    return bearer(new_key(catalog, "reader", Role.viewer))
+
+
+def deployment_id(factory: sessionmaker[Session], name: str) -> int:
+    with factory() as session:
+        return repo.find_deployment(session, f"sim/{name}").id
+
+
+def new_job(
+    factory: sessionmaker[Session], total: int, by: str = "alice", when: datetime | None = None
+) -> str:
+    with transaction(factory) as session:
+        job = Job(kind=JobKind.MULTIPLE.value, total=total, created_by=by)
+        if when is not None:
+            job.created_at = when
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def passed(test_id: str, latency: float = 120.0, **extra: object) -> TestResult:
+    return TestResult(test_id, test_id, TestOutcome.PASSED, latency_ms=latency, **extra)  # type: ignore[arg-type]
+
+
+def failed(test_id: str, category: ErrorCategory, latency: float | None = 80.0) -> TestResult:
+    return TestResult(
+        test_id,
+        test_id,
+        TestOutcome.FAILED,
+        latency_ms=latency,
+        error_category=category,
+        error_message=f"{category.value.lower()} from the provider",
+    )
+
+
+def skipped(test_id: str) -> TestResult:
+    return TestResult(test_id, test_id, TestOutcome.SKIPPED, detail="capability not declared")
+
+
+def store_run(
+    factory: sessionmaker[Session],
+    job_id: str,
+    name: str,
+    region: str,
+    results: Sequence[TestResult],
+    *,
+    finish: bool = True,
+) -> int:
+    """A run as a worker stores it: begun, each test recorded, then (if `finish`) the
+    verdict, the current certification and the job's totals in one transaction."""
+    dep = deployment_id(factory, name)
+    with transaction(factory) as session:
+        run = begin_run(session, dep, region, simulated=True, job_id=job_id, executor_id="w1")
+        session.execute(
+            Job.__table__.update()
+            .where(Job.id == job_id, Job.status == "QUEUED")
+            .values(status="RUNNING", started_at=run.started_at)
+        )
+        run_id = run.id
+    for position, result in enumerate(results):
+        with transaction(factory) as session:
+            record_test(session, run_id, position, result)
+    if finish:
+        score = score_results(results)
+        with transaction(factory) as session:
+            finish_run(session, run_id, results, score)
+            count_job_result(session, job_id, succeeded=score.status.is_valid_verdict)
+    return run_id
+
+
+def text_of(html: str) -> str:
+    """The page's text, tags dropped and white space collapsed."""
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
+
+
+# 1. Forms as a browser sends them
+
+
+def test_the_jobs_form_sent_as_a_browser_sends_it_never_answers_json(
+    client: TestClient, catalog: sessionmaker[Session]
+) -> None:
+    job = new_job(catalog, 1)
+    fields = ("q", "provider", "model", "region", "status", "requester", "date_from", "date_to")
+    empty = {name: "" for name in fields}
+    # Every field present and empty (a browser sends them all), the pager's page too.
+    for params in (empty, {**empty, "page": ""}, {**empty, "date_from": "2020-01-01"}):
+        page = client.get(f"{D}/jobs", params=params, headers=BROWSER)
+        assert page.status_code == 200, (params, page.text[:300])
+        assert job[:8] in page.text
+    for name in fields:  # each one alone, empty
+        assert client.get(f"{D}/jobs", params={name: ""}, headers=BROWSER).status_code == 200
+    # A bad value: a page that names the field, not a JSON body.
+    bad = client.get(f"{D}/jobs", params={**empty, "date_to": "31/12/2026"}, headers=BROWSER)
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("text/html")
+    assert 'data-field="date_to"' in bad.text and "to (date)" in text_of(bad.text)
+    assert 'id="who"' in bad.text  # still logged in: the navigation is there
+    # Clients that do not ask for HTML keep the JSON body naming the field.
+    assert client.get(f"{D}/jobs", params={"page": "x"}).json()["field"] == "page"
+
+
+# 2. Older jobs keep their deployment names
+
+
+def test_an_older_job_keeps_its_deployment_names_after_a_later_job_recertifies(
+    client: TestClient, catalog: sessionmaker[Session], api_key: dict[str, str]
+) -> None:
+    first = new_job(catalog, 1)
+    store_run(catalog, first, "aurora-fast", "us-east-1", [passed("chat")])
+    second = new_job(catalog, 1)
+    store_run(catalog, second, "aurora-fast", "us-east-1", [passed("chat")])
+    for job in (first, second):
+        rows = client.get(f"/api/certification-queue/jobs/{job}", headers=api_key).json()
+        assert [r["deployment"] for r in rows["certifications"]] == ["sim/aurora-fast"], job
+        page = text_of(client.get(f"{D}/jobs/{job}").text)
+        assert "sim/aurora-fast" in page
+
+
+# 3. The job's stream: event ids, and a reconnection that goes on after the last one
+
+
+def events_of(body: str) -> list[tuple[str | None, dict[str, object]]]:
+    """(id, payload) of each event of an SSE body."""
+    found = []
+    for block in body.split("\n\n"):
+        lines = dict(
+            line.split(": ", 1) for line in block.splitlines() if ": " in line and line[0] != ":"
+        )
+        if "data" in lines:
+            found.append((lines.get("id"), json.loads(lines["data"])))
+    return found
+
+
+def test_the_job_stream_has_event_ids_and_resumes_after_last_event_id(
+    client: TestClient, catalog: sessionmaker[Session], api_key: dict[str, str]
+) -> None:
+    job = new_job(catalog, 2)
+    first = store_run(catalog, job, "aurora-fast", "us-east-1", [passed("a"), passed("b")])
+    second = store_run(catalog, job, "aurora-fast", "eu-west-1", [passed("c")], finish=False)
+    progress = sse.JobProgress(catalog, job)
+    events, summary, _ = progress.poll()
+    assert [e["testName"] for e in events] == ["a", "b", "c"] and summary is None
+    assert all(e["id"] for e in events) and len({e["id"] for e in events}) == 3
+    # A client that got the first two comes back: it gets the third only, counted third.
+    resumed = sse.JobProgress(catalog, job, sse.Cursor.parse(str(events[1]["id"])))
+    again, _, _ = resumed.poll()
+    assert [(e["testName"], e["current"]) for e in again] == [("c", 3)]
+    # The second run's next test, written after the first run's rows (ids out of order
+    # across runs are why the cursor has one entry per run), is reported once.
+    with transaction(catalog) as session:
+        record_test(session, second, 1, passed("d"))
+    later, _, _ = resumed.poll()
+    assert [(e["testName"], e["current"]) for e in later] == [("d", 4)]
+    last = str(later[-1]["id"])
+    assert f"{first}-{first}" in last or f"{first}:" in last
+    with transaction(catalog) as session:
+        results = [passed("c"), passed("d")]
+        finish_run(session, second, results, score_results(results))
+        count_job_result(session, job, succeeded=True)
+    # Over HTTP, from the last id: only the completion, which has an id too.
+    for path in (f"/api/certification-queue/jobs/{job}/events", f"{D}/jobs/{job}/events"):
+        headers = {**(api_key if path.startswith("/api") else {}), "Last-Event-ID": last}
+        with client.stream("GET", path, headers=headers) as stream:
+            body = "".join(stream.iter_text())
+        got = events_of(body)
+        assert [payload["type"] for _, payload in got] == ["complete"], (path, got)
+        assert got[0][0] and body.startswith("retry: ")
+        # From the start, every test once, then the completion.
+        start = {k: v for k, v in headers.items() if k != "Last-Event-ID"}
+        with client.stream("GET", path, headers=start) as stream:
+            everything = events_of("".join(stream.iter_text()))
+        assert [p.get("testName") for _, p in everything] == ["a", "b", "c", "d", None]
+    # An id that is not ours: 400 naming the header, not a replay.
+    refused = client.get(
+        f"/api/certification-queue/jobs/{job}/events",
+        headers={**api_key, "Last-Event-ID": "12; DROP"},
+    )
+    assert refused.status_code == 400 and refused.json()["field"] == "Last-Event-ID"
