@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from html import unescape
 
 import pytest
@@ -27,8 +27,9 @@ from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
-from modelcert.store.models import Job
+from modelcert.store.models import Job, utcnow
 from modelcert.store.runs import begin_run, count_job_result, finish_run, record_test
+from modelcert.store.worker_models import WorkerHeartbeat
 from tests.support.keys import bearer, new_key
 
 D = "/dashboard"
@@ -235,3 +236,170 @@ def test_the_job_stream_has_event_ids_and_resumes_after_last_event_id(
         headers={**api_key, "Last-Event-ID": "12; DROP"},
     )
     assert refused.status_code == 400 and refused.json()["field"] == "Last-Event-ID"
+
+
+def test_a_running_jobs_page_agrees_with_itself(
+    client: TestClient, catalog: sessionmaker[Session]
+) -> None:
+    job = new_job(catalog, 2)
+    store_run(catalog, job, "aurora-fast", "us-east-1", [passed("a"), passed("b")])
+    store_run(catalog, job, "aurora-fast", "eu-west-1", [passed("a")], finish=False)
+    html = client.get(f"{D}/jobs/{job}").text
+    header = html.split('id="job-status">')[1].split("</span>")[0]
+    assert "RUNNING" in header
+    rows = text_of(html.split('id="job-certifications"')[1].split("</table>")[0])
+    assert "QUEUED" not in rows and "eu-west-1 RUNNING — 1 done" in rows and "CERTIFIED" in rows
+    # One unit for the live counter (tests), the certifications counted beside it.
+    progress = text_of(html.split('id="progress-text">')[1].split("</dd>")[0])
+    assert re.match(r" 3 / \d+ tests done", progress)
+    assert "1/2 certifications finished (1 passed, 0 failed, 1 running)" in progress
+    assert "sim/aurora-fast in eu-west-1 started on w1" in text_of(html)
+    # The parts the page refreshes while it is shown carry the marker and an id.
+    for part in ("job-status", "job-certifications", "timeline", "cert-progress", "per-test"):
+        assert re.search(rf'data-live id="{part}"|id="{part}"[^>]*data-live', html), part
+    assert 'id="live-stamp" data-refresh="2"' in html
+
+
+# 5. Failed cells say why
+
+
+def test_a_failed_matrix_cell_names_its_decisive_category(
+    client: TestClient, catalog: sessionmaker[Session]
+) -> None:
+    job = new_job(catalog, 3)
+    store_run(
+        catalog, job, "fjord-denied", "us-east-1", [failed("a", ErrorCategory.PERMISSION_ERROR)]
+    )
+    store_run(catalog, job, "haze-empty", "us-east-1", [failed("a", ErrorCategory.QUALITY_ISSUE)])
+    store_run(catalog, job, "aurora-fast", "us-east-1", [passed("a")])
+    html = client.get(f"{D}/matrix").text
+
+    def cell(name: str) -> str:
+        found = html.split(f'data-cell="sim/{name}@us-east-1"')[1].split("</a>")[0]
+        return text_of(found)
+
+    assert "FAILED" in cell("fjord-denied") and "PERMISSION_ERROR" in cell("fjord-denied")
+    assert "QUALITY_ISSUE" in cell("haze-empty")
+    for name in ("fjord-denied", "haze-empty"):
+        assert "UNAVAILABLE" not in cell(name) and "0.0★" not in cell(name)
+    assert "CERTIFIED" in cell("aurora-fast") and "★" in cell("aurora-fast")
+    assert 'id="live-stamp" data-refresh="10"' in html
+
+
+# 6. Workers that stopped or died stay listed, with when they were last seen
+
+
+def test_dead_and_stopped_workers_stay_listed_for_an_hour(
+    client: TestClient, catalog: sessionmaker[Session]
+) -> None:
+    now = utcnow()
+    with transaction(catalog) as session:
+        for name, seen, stopped, note in (
+            ("w-alive", now, None, None),
+            ("w-silent", now - timedelta(minutes=5), None, None),
+            (
+                "w-dead",
+                now - timedelta(minutes=10),
+                now - timedelta(minutes=9),
+                "silent; 2 requeued",
+            ),
+            ("w-stopped", now - timedelta(minutes=20), now - timedelta(minutes=20), "stopped; 0"),
+            ("w-gone", now - timedelta(hours=2), now - timedelta(hours=2), "silent; 1 requeued"),
+        ):
+            session.add(
+                WorkerHeartbeat(
+                    executor_id=name, hostname="h", pid=1, heartbeat_at=seen, stopped_at=stopped,
+                    note=note, concurrency=4,
+                )
+            )  # fmt: skip
+    html = client.get(f"{D}/").text
+    rows = html.split('id="workers"')[1].split("</table>")[0]
+    listed = re.findall(r'class="worker-(\w+)" data-worker="([\w-]+)"', rows)
+    assert listed == [
+        ("alive", "w-alive"),
+        ("silent", "w-silent"),
+        ("dead", "w-dead"),
+        ("stopped", "w-stopped"),
+    ]
+    dead = text_of(rows.split('data-worker="w-dead"')[1].split("</tr>")[0])
+    assert "dead silent; 2 requeued" in dead
+    assert re.search(r"\b60\d s ago", dead)  # last seen 10 min before the page
+
+
+# 7. Throttling counts the tests that waited for rate limits
+
+
+def test_throttling_counts_tests_that_waited_for_rate_limits(
+    client: TestClient, catalog: sessionmaker[Session]
+) -> None:
+    job = new_job(catalog, 1)
+    results = [
+        passed("a", throttled_s=30.0, retries=3),
+        passed("b", throttled_s=4.9, retries=1),
+        passed("c"),
+        failed("d", ErrorCategory.RATE_LIMIT),
+    ]
+    store_run(catalog, job, "aurora-fast", "eu-west-1", results)
+    html = client.get(f"{D}/").text
+    row = text_of(html.split('id="region-eu-west-1"')[1].split("</tr>")[0])
+    assert "34.9 s waited · 2 tests throttled (4 retries) · 1 failed on rate limit" in row
+    assert "none" in text_of(html.split('id="region-us-east-1"')[1].split("</tr>")[0])
+
+
+# 8. Denominators, latency, search by the shown name, jobs completed with failures
+
+
+def test_a_run_counts_what_ran_and_what_did_not(
+    client: TestClient, catalog: sessionmaker[Session]
+) -> None:
+    job = new_job(catalog, 1)
+    results = [failed("a", ErrorCategory.QUALITY_ISSUE, latency=80.0)] + [
+        skipped(f"s{i}") for i in range(12)
+    ]
+    run_id = store_run(catalog, job, "haze-empty", "us-east-1", results)
+    page = text_of(client.get(f"{D}/runs/{run_id}").text)
+    assert "0 passed, 1 failed of 1 run; 12 of the 13 in the battery not run" in page
+    assert "of 1" not in page.replace("of 1 run", "")
+    # No test passed, one answered: its latency is shown, not "—".
+    assert "every test that answered (1): avg 80 ms, max 80 ms" in page
+    cert = text_of(
+        client.get(f"{D}/certifications/{deployment_id(catalog, 'haze-empty')}/us-east-1").text
+    )
+    assert "0 passed, 1 failed of 1 run; 12 of the 13" in cert
+
+
+def test_jobs_are_found_by_the_name_the_dashboard_shows(
+    client: TestClient, catalog: sessionmaker[Session]
+) -> None:
+    haze = new_job(catalog, 1)
+    store_run(catalog, haze, "haze-empty", "us-east-1", [failed("a", ErrorCategory.QUALITY_ISSUE)])
+    other = new_job(catalog, 1)
+    store_run(catalog, other, "aurora-fast", "us-east-1", [passed("a")])
+
+    def listed(**params: str) -> set[str]:
+        html = client.get(f"{D}/jobs", params=params).text
+        return set(re.findall(r'href="/dashboard/jobs/([0-9a-f-]{36})"', html))
+
+    for text in ("sim/haze", "haze", "sim/haze-empty", "m/haze-e"):
+        assert listed(q=text) == {haze}, text
+        assert listed(model=text) == {haze}, text
+    assert listed(q="sim/") == {haze, other}
+    assert listed(q="sim/aurora-fast/x") == set()
+
+
+def test_a_job_with_failures_is_not_a_green_completed(
+    client: TestClient, catalog: sessionmaker[Session]
+) -> None:
+    mixed = new_job(catalog, 2)
+    store_run(catalog, mixed, "aurora-fast", "us-east-1", [passed("a")])
+    store_run(
+        catalog, mixed, "fjord-denied", "us-east-1", [failed("a", ErrorCategory.PERMISSION_ERROR)]
+    )
+    clean = new_job(catalog, 1)
+    store_run(catalog, clean, "aurora-fast", "eu-west-1", [passed("a")])
+    page = client.get(f"{D}/jobs/{mixed}").text
+    header = page.split('id="job-status">')[1].split("</span>")[0]
+    assert "COMPLETED WITH FAILURES" in header and "status-completed_with_failures" in header
+    assert "status-completed_with_failures" not in client.get(f"{D}/jobs/{clean}").text
+    listing = client.get(f"{D}/jobs").text
+    assert listing.count("COMPLETED WITH FAILURES") == 1

@@ -142,7 +142,7 @@ class JobProgress:
             if status is None:
                 raise NotFoundError(f"unknown job {self.job_id!r}", field="jobId")
             if self.total is None:
-                self.total = _planned_tests(session, self.job_id)
+                self.total = planned_tests(session, self.job_id)
             if self._resume is not None:
                 self._resume_from(session, self._resume)
                 self._resume = None
@@ -230,7 +230,7 @@ class JobProgress:
         }
 
 
-def _planned_tests(session: Session, job_id: str) -> int:
+def planned_tests(session: Session, job_id: str) -> int:
     """Tests the job will report: the battery of each of its (deployment, region)."""
     pairs = set(
         session.execute(

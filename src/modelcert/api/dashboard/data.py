@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -37,6 +38,23 @@ def label(deployment: Deployment) -> str:
     return f"{deployment.provider.slug}/{deployment.provider_model_id}"
 
 
+@dataclass(frozen=True)
+class Answered:
+    """Latency of every test that got an answer, passed or not (a run's own figures count
+    passed tests only: a run whose every answer failed a check has none)."""
+
+    count: int = 0
+    avg: float | None = None
+    max: float | None = None
+
+
+def answered_latency(tests: Iterable[TestResultRow]) -> Answered:
+    latencies = [t.latency_ms for t in tests if t.latency_ms is not None]
+    if not latencies:
+        return Answered()
+    return Answered(len(latencies), sum(latencies) / len(latencies), max(latencies))
+
+
 @dataclass
 class HourBucket:
     start: datetime
@@ -48,14 +66,23 @@ class HourBucket:
         return self.failed / self.finished if self.finished else 0.0
 
 
+@dataclass(frozen=True)
+class Throttling:
+    """How a region's rate limits slowed its tests."""
+
+    waited_s: float = 0.0
+    tests: int = 0  # tests that waited for a rate limit (and then passed or not)
+    retries: int = 0  # retries made by those tests
+    failed: int = 0  # tests that failed on RATE_LIMIT in the end
+
+
 @dataclass
 class RegionLoad:
     region: str
     counts: dict[str, int]
     paused: bool
     paused_by: str | None = None
-    throttled_s: float = 0.0
-    rate_limited_tests: int = 0
+    throttling: Throttling = Throttling()
 
 
 @dataclass
@@ -81,15 +108,13 @@ def overview(session: Session, settings: Settings, now: datetime) -> Overview:
     regions = []
     for region in sorted(served | set(stats["byRegion"]) | set(paused)):
         pause = paused.get(region)
-        throttled_s, limited = throttling.get(region, (0.0, 0))
         regions.append(
             RegionLoad(
                 region=region,
                 counts=stats["byRegion"].get(region, {}),
                 paused=pause is not None,
                 paused_by=pause.paused_by if pause else None,
-                throttled_s=throttled_s,
-                rate_limited_tests=limited,
+                throttling=throttling.get(region, Throttling()),
             )
         )
     totals = {k: v for k, v in stats.items() if isinstance(v, int) and k != "paused"}
@@ -98,28 +123,50 @@ def overview(session: Session, settings: Settings, now: datetime) -> Overview:
         valid=valid,
         queue_totals=totals,
         regions=regions,
-        workers=_workers(session, now),
+        workers=_workers(session, settings, now),
         hours=_hours(session, now),
     )
 
 
-def _workers(session: Session, now: datetime) -> list[dict[str, Any]]:
+# A worker that stopped or died stays listed this long after it was last heard from.
+WORKERS_KEPT = timedelta(hours=1)
+
+
+def _workers(session: Session, settings: Settings, now: datetime) -> list[dict[str, Any]]:
+    """Workers heard from lately: alive, silent (no heartbeat for longer than the reaper
+    waits, not yet reaped), dead (reaped: its work requeued) or stopped (a clean stop),
+    each with when it was last seen; alive ones first."""
     rows = session.scalars(
         select(WorkerHeartbeat)
-        .where(WorkerHeartbeat.stopped_at.is_(None))
+        .where(
+            WorkerHeartbeat.stopped_at.is_(None)
+            | (WorkerHeartbeat.heartbeat_at >= now - WORKERS_KEPT)
+        )
         .order_by(WorkerHeartbeat.executor_id)
     )
-    return [
-        {
-            "executor_id": w.executor_id,
-            "hostname": w.hostname,
-            "regions": w.regions,
-            "in_flight": w.in_flight,
-            "concurrency": w.concurrency,
-            "heartbeat_age_s": max(0.0, (now - w.heartbeat_at).total_seconds()),
-        }
-        for w in rows
-    ]
+    workers = []
+    for w in rows:
+        age = max(0.0, (now - w.heartbeat_at).total_seconds())
+        if w.stopped_at is None:
+            state = "alive" if age <= settings.worker_dead_after_s else "silent"
+        else:
+            state = "dead" if (w.note or "").startswith("silent") else "stopped"
+        workers.append(
+            {
+                "executor_id": w.executor_id,
+                "hostname": w.hostname,
+                "regions": w.regions,
+                "in_flight": w.in_flight if w.stopped_at is None else 0,
+                "concurrency": w.concurrency,
+                "heartbeat_age_s": age,
+                "last_seen": w.heartbeat_at,
+                "stopped_at": w.stopped_at,
+                "state": state,
+                "note": w.note,
+            }
+        )
+    order = {"alive": 0, "silent": 1, "dead": 2, "stopped": 3}
+    return sorted(workers, key=lambda w: (order[w["state"]], w["executor_id"]))
 
 
 def _hours(session: Session, now: datetime) -> list[HourBucket]:
@@ -141,19 +188,27 @@ def _hours(session: Session, now: datetime) -> list[HourBucket]:
     return buckets
 
 
-def _throttling(session: Session, since: datetime) -> dict[str, tuple[float, int]]:
-    """Per region: seconds tests waited for the throttle, tests that met a rate limit."""
+def _throttling(session: Session, since: datetime) -> dict[str, Throttling]:
+    """Per region, over the tests of runs started since `since`: seconds waited for a rate
+    limit (Retry-After holds and the pacing they set off), tests that waited, the retries
+    those tests made, tests that failed on RATE_LIMIT in the end."""
+    waited = TestResultRow.throttled_s > 0
     rows = session.execute(
         select(
             CertificationRun.region,
             func.coalesce(func.sum(TestResultRow.throttled_s), 0.0),
+            func.count(TestResultRow.id).filter(waited),
+            func.coalesce(func.sum(TestResultRow.retries).filter(waited), 0),
             func.count(TestResultRow.id).filter(TestResultRow.error_category == "RATE_LIMIT"),
         )
         .join(CertificationRun, CertificationRun.id == TestResultRow.run_id)
         .where(CertificationRun.started_at >= since)
         .group_by(CertificationRun.region)
     )
-    return {region: (float(waited), int(limited)) for region, waited, limited in rows}
+    return {
+        region: Throttling(float(seconds), int(tests), int(retries), int(failed))
+        for region, seconds, tests, retries, failed in rows
+    }
 
 
 @dataclass
@@ -223,6 +278,13 @@ def _touches(*conditions: Any) -> Any:
     return by_run | by_cert
 
 
+def _named(text: str) -> Any:
+    """Deployments whose shown name (`provider/model-id`) contains `text`: `sim/haze`
+    finds what the dashboard calls sim/haze-empty, `haze` too."""
+    shown = Provider.slug + "/" + Deployment.provider_model_id
+    return shown.contains(text, autoescape=True)
+
+
 def job_page(
     session: Session, filters: JobFilters, paging: queries.Paging
 ) -> tuple[list[Job], int]:
@@ -232,14 +294,12 @@ def job_page(
         query = query.where(
             Job.id.startswith(filters.q, autoescape=True)
             | Job.created_by.contains(filters.q, autoescape=True)
-            | _touches(Deployment.provider_model_id.contains(filters.q, autoescape=True))
+            | _touches(_named(filters.q))
         )
     if filters.provider:
         query = query.where(_touches(Provider.slug == filters.provider))
     if filters.model:
-        query = query.where(
-            _touches(Deployment.provider_model_id.contains(filters.model, autoescape=True))
-        )
+        query = query.where(_touches(_named(filters.model)))
     if filters.region:
         region = filters.region
         query = query.where(
@@ -284,6 +344,14 @@ def filter_choices(session: Session) -> dict[str, list[str]]:
             if r
         ],
     }
+
+
+def job_state(job: Job) -> str:
+    """What a job's status says on the dashboard: a job that finished with failed
+    certifications is COMPLETED_WITH_FAILURES, not a green COMPLETED."""
+    if job.status == "COMPLETED" and job.failed:
+        return "COMPLETED_WITH_FAILURES"
+    return job.status
 
 
 @dataclass

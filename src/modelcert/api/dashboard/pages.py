@@ -108,7 +108,7 @@ def run(run_id: RowId, request: Request, login: LoginDep, session: SessionDep) -
         return error_page(request, login, 404, exc.message)
     return render(
         request, login, "run.html", page="matrix", run=found, deployment=deployment,
-        label=data.label(deployment),
+        label=data.label(deployment), answered=data.answered_latency(found.tests),
     )  # fmt: skip
 
 
@@ -156,9 +156,16 @@ def job(job_id: JobId, request: Request, login: LoginDep, session: SessionDep) -
         CertificationStatus.INCOMPLETE,
     )
     failed = [r for r in runs if r.run.status in unfinished]
+    rows = summary["certifications"]
+    done = sum(row.get("testsDone") or 0 for row in rows)
+    tests = {
+        "done": done,
+        "planned": max(done, sse.planned_tests(session, job_id)),
+        "running": sum(row.get("status") == CertificationStatus.RUNNING for row in rows),
+    }
     return render(
         request, login, "job.html", page="jobs", job=found, summary=summary, runs=runs,
-        failed=failed, timeline=data.timeline(found, runs), label=data.label,
+        failed=failed, timeline=data.timeline(found, runs), label=data.label, tests=tests,
         finished=found.status in (JobStatus.COMPLETED, JobStatus.CANCELLED),
     )  # fmt: skip
 

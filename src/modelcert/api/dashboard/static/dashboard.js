@@ -1,13 +1,18 @@
-// modelcert dashboard: live job progress (Server-Sent Events) and confirmations.
+// modelcert dashboard: live pages, live job progress (Server-Sent Events), confirmations.
 // No framework, no build step, nothing fetched from another host.
 "use strict";
 
+// The job's test log. The stream's events have ids: when the connection drops, the
+// browser reconnects by itself with Last-Event-ID and the server goes on after it, so
+// nothing is listed twice.
 function followJob(progress) {
   const list = document.getElementById("live-events");
-  const text = document.getElementById("progress-text");
+  const done = document.getElementById("tests-done");
+  const total = document.getElementById("tests-total");
   const state = document.getElementById("live-state");
   const fill = progress.querySelector(".fill");
   const source = new EventSource(progress.dataset.events);
+  source.onopen = () => { state.textContent = "live"; };
   source.onmessage = (message) => {
     const event = JSON.parse(message.data);
     if (event.type === "progress") {
@@ -15,14 +20,17 @@ function followJob(progress) {
       if (waiting) waiting.remove();
       const item = document.createElement("li");
       item.className = "outcome-" + String(event.status).toLowerCase();
+      item.dataset.test = event.runId + "/" + event.testName;
       const error = event.errorCategory ? " — " + event.errorCategory : "";
       const latency = event.latencyMs != null ? " (" + Math.round(event.latencyMs) + " ms)" : "";
       item.textContent = event.deployment + " in " + event.region + ": " + event.title + " "
         + event.status + latency + error;
       list.appendChild(item);
       list.scrollTop = list.scrollHeight;
+      // One unit, tests, for the bar and the counter (certifications are counted beside).
       fill.style.width = Math.min(100, (100 * event.current) / Math.max(event.total, 1)) + "%";
-      text.textContent = event.current + "/" + event.total + " tests done";
+      done.textContent = event.current;
+      total.textContent = event.total;
       state.textContent = "live";
     } else if (event.type === "complete" || event.type === "error") {
       source.close();
@@ -34,9 +42,78 @@ function followJob(progress) {
   source.onerror = () => { state.textContent = "reconnecting…"; };
 }
 
+// Pages with a live stamp fetch themselves again every few seconds while the tab is shown
+// and swap in the parts marked data-live (same id); the stamp says how old they are.
+function refreshPage(stamp) {
+  const every = Number(stamp.dataset.refresh) * 1000;
+  const updated = document.getElementById("updated");
+  let last = Date.now();
+  let failed = false;
+  let timer = null;
+
+  function age() {
+    const seconds = Math.round((Date.now() - last) / 1000);
+    const when = seconds < 2 ? "just now" : seconds + " s ago";
+    updated.textContent = (failed ? "update failed; last updated " : "updated ") + when
+      + (document.hidden ? " (paused while the tab is hidden)" : "");
+  }
+
+  async function fetchAgain() {
+    try {
+      const response = await fetch(window.location.href, {
+        headers: { Accept: "text/html" }, credentials: "same-origin", redirect: "manual",
+      });
+      if (response.type === "opaqueredirect" || response.status === 303) {
+        failed = true;
+        updated.textContent = "logged out: reload the page to log in again";
+        return;
+      }
+      if (!response.ok) throw new Error(String(response.status));
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      const open = new Set([...document.querySelectorAll("details[open][id]")].map((d) => d.id));
+      const closed = new Set([...document.querySelectorAll("details[id]:not([open])")].map((d) => d.id));
+      for (const part of document.querySelectorAll("[data-live][id]")) {
+        const next = fresh.getElementById(part.id);
+        if (next) part.replaceWith(document.importNode(next, true));
+      }
+      // Keep what the reader opened or closed.
+      for (const details of document.querySelectorAll("details[id]")) {
+        if (open.has(details.id)) details.open = true;
+        else if (closed.has(details.id)) details.open = false;
+      }
+      const progress = fresh.getElementById("progress");
+      if (progress && progress.dataset.live === "false") {
+        window.location.reload(); // the job finished: the whole page changes
+        return;
+      }
+      last = Date.now();
+      failed = false;
+    } catch (e) {
+      failed = true;
+    }
+    age();
+  }
+
+  function schedule() {
+    clearInterval(timer);
+    timer = null;
+    if (!document.hidden) timer = setInterval(fetchAgain, every);
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && Date.now() - last >= every) fetchAgain();
+    schedule();
+    age();
+  });
+  setInterval(age, 1000);
+  schedule();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const progress = document.getElementById("progress");
   if (progress && progress.dataset.live === "true" && window.EventSource) followJob(progress);
+  const stamp = document.getElementById("live-stamp");
+  if (stamp && window.fetch && window.DOMParser) refreshPage(stamp);
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (e) => { if (!window.confirm(form.dataset.confirm)) e.preventDefault(); });
   }
