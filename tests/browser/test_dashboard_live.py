@@ -1,7 +1,8 @@
 """The dashboard as a person uses it, in a real headless Chromium against a real API and
 worker: the Jobs filter submitted the way the browser submits it (empty fields
 included), and a job's page that keeps itself up to date (header, rows, timeline) while
-the job runs, without a reload, then says the job completed with failures."""
+the job runs, without a reload, then says the job completed with failures; and the API's
+/docs rendered from the API's own files."""
 
 from __future__ import annotations
 
@@ -90,3 +91,15 @@ def test_the_jobs_filter_and_a_job_page_that_follows_its_job(
     for region in REGIONS:
         cell = text_of(driver, f"a[data-cell='lab/denied@{region}']")
         assert "PERMISSION_ERROR" in cell and "UNAVAILABLE" not in cell, cell
+
+    # The API's docs render from the API's own files (Swagger UI is vendored, no CDN).
+    driver.get(f"{service.url}/docs")
+    wait_until(
+        lambda: len(driver.find_elements(By.CSS_SELECTOR, ".opblock")) > 10,
+        what="Swagger UI's operations",
+    )
+    loaded = driver.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name);"
+    )
+    assert loaded and all(url.startswith(service.url) for url in loaded), loaded
+    assert "certification-queue" in text_of(driver, ".swagger-ui")

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert import __version__
+from modelcert.api import docs as api_docs
 from modelcert.api import edges
 from modelcert.api.dashboard import router as dashboard_router
 from modelcert.api.errors import install_error_handlers
@@ -50,7 +51,9 @@ def create_app(
         title="modelcert",
         version=__version__,
         description="Certifies AI model deployments per region. Bearer API keys.",
-        docs_url="/docs",
+        # /docs from vendored Swagger UI files (api/docs.py), not a CDN; no ReDoc.
+        docs_url=None,
+        redoc_url=None,
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -67,6 +70,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(edges.SecurityHeadersMiddleware)
     app.include_router(system.router)
+    app.include_router(api_docs.router)
     app.include_router(certification.router)
     app.include_router(dashboard_router)
     app.include_router(report_routes.router)
