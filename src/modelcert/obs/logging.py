@@ -42,6 +42,20 @@ def third_party_levels(spec: str | None) -> dict[str, int]:
     return levels
 
 
+def use_colors(stream: Any) -> bool:
+    """Colour codes only for a terminal: never into a file or a pipe (a worker's log
+    file), and never with NO_COLOR set (https://no-color.org); FORCE_COLOR forces them."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (OSError, ValueError):  # closed or detached
+        return False
+
+
 def configure_logging(
     *, json_lines: bool, level: str = "INFO", third_party: str | None = None
 ) -> None:
@@ -71,7 +85,9 @@ def configure_logging(
     secrets.install_log_redaction(_all_handlers())
     _quiet_cancellations(logging.getLogger("dbos"))
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if json_lines
+        else structlog.dev.ConsoleRenderer(colors=use_colors(sys.stderr))
     )
     structlog.configure(
         processors=[
