@@ -16,6 +16,7 @@ from modelcert.api.dashboard import router as dashboard_router
 from modelcert.api.errors import install_error_handlers
 from modelcert.api.routes import certification, system
 from modelcert.api.routes import metrics as metrics_routes
+from modelcert.api.routes import operator as operator_routes
 from modelcert.api.routes import reports as report_routes
 from modelcert.settings import Settings, get_settings
 from modelcert.store import db
@@ -75,4 +76,5 @@ def create_app(
     app.include_router(dashboard_router)
     app.include_router(report_routes.router)
     app.include_router(metrics_routes.router)
+    app.include_router(operator_routes.router)
     return app
