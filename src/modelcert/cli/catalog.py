@@ -1,19 +1,19 @@
-"""`modelcert db` and `modelcert catalog`: the schema, providers and deployments."""
+"""`modelcert db` and `modelcert catalog`: the schema, providers and deployments
+(added, listed, deactivated, reactivated, removed)."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from modelcert.cli import render
-from modelcert.cli.common import console, json_option, run, session_factory
-from modelcert.domain import Capabilities, InferenceType
+from modelcert.cli.choices import InferenceType
+from modelcert.cli.common import cli_actor, console, json_option, run, session_factory
 from modelcert.errors import UserError
-from modelcert.secrets import check_env_name
-from modelcert.settings import get_settings
-from modelcert.store import db, repo
+
+if TYPE_CHECKING:
+    from modelcert.api.operations import Actor
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 catalog_app = typer.Typer(help="Providers and deployments.", no_args_is_help=True)
@@ -24,6 +24,9 @@ catalog_app.add_typer(sync_app, name="sync")
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the schema (idempotent)."""
+    from modelcert.settings import get_settings
+    from modelcert.store import db
+
     settings = get_settings()
     db.upgrade(db.make_engine(settings.database_url))
     console.print(f"schema up to date: {settings.database_url}")
@@ -32,6 +35,9 @@ def db_upgrade() -> None:
 @catalog_app.command("list")
 def catalog_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List deployments with their provider and regions."""
+    from modelcert.cli import render
+    from modelcert.store import db, repo
+
     with db.transaction(session_factory()) as session:
         deployments = repo.list_deployments(session)
         if as_json:
@@ -46,6 +52,7 @@ def catalog_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
                     "inference_type": d.inference_type,
                     "regions": d.provider.regions,
                     "active": d.active,
+                    "provider_active": d.provider.active,
                 }
                 for d in deployments
             ]
@@ -67,6 +74,9 @@ def add_provider(
     config: Annotated[str | None, typer.Option(help="Extra options as a JSON object.")] = None,
 ) -> None:
     """Add a provider. Secrets are never stored: give the name of an env variable."""
+    from modelcert.secrets import check_env_name
+    from modelcert.store import db, repo
+
     options = json_option(config, "config")
     if api_key_env is not None:
         problem = check_env_name(api_key_env, "--api-key-env")
@@ -102,6 +112,10 @@ def add_deployment(
     options: Annotated[str | None, typer.Option(help="Deployment options as JSON.")] = None,
 ) -> None:
     """Add a deployment of a model on a provider."""
+    from modelcert.domain import Capabilities
+    from modelcert.domain import InferenceType as DomainInferenceType
+    from modelcert.store import db, repo
+
     try:
         caps = Capabilities.model_validate(json_option(capabilities, "capabilities"))
     except ValueError as exc:
@@ -114,7 +128,7 @@ def add_deployment(
             model_name=name,
             vendor=vendor,
             capabilities=caps,
-            inference_type=inference_type,
+            inference_type=DomainInferenceType(inference_type.value),
             options=json_option(options, "options"),
         )
         console.print(f"deployment {deployment.id} added: {provider}/{model_id}")
@@ -134,3 +148,87 @@ def sync_bedrock(
     console.print(f"{len(added)} deployments added, {len(skipped)} already known or skipped")
     for line in added:
         console.print(f"  + {line}")
+
+
+def _actor() -> Actor:
+    from modelcert.api.operations import Actor
+
+    return Actor(cli_actor(), "cli")
+
+
+def _one_of(deployment: str | None, provider: str | None) -> tuple[str | None, str | None]:
+    from modelcert.cli.common import deployment_ref, validated
+    from modelcert.validation import ProviderSlug
+
+    if (deployment is None) == (provider is None):
+        raise UserError("give one of --deployment or --provider", field="deployment")
+    if deployment is not None:
+        return deployment_ref(deployment), None
+    assert provider is not None
+    return None, validated(ProviderSlug, provider, "--provider")
+
+
+def _set_active(deployment: str | None, provider: str | None, active: bool) -> None:
+    from modelcert.api import operations
+
+    ref, slug = _one_of(deployment, provider)
+    actor = _actor()
+    factory = session_factory()
+    word = "reactivated" if active else "deactivated"
+    if ref is not None:
+        label, changed = operations.set_deployment_active(factory, actor, ref, active)
+        what = f"deployment {label}"
+    else:
+        assert slug is not None
+        changed = operations.set_provider_active(factory, actor, slug, active)
+        what = f"provider {slug}"
+    if not changed:
+        console.print(f"{what} was already {'active' if active else 'deactivated'}")
+        return
+    if active:
+        console.print(f"{what} {word}: it is queued and scheduled again")
+    else:
+        console.print(
+            f"{what} {word}: it is no longer queued or scheduled (work already queued runs)"
+        )
+
+
+_DEPLOYMENT = Annotated[
+    str | None, typer.Option(help="Deployment id or provider/model-id.", show_default=False)
+]
+_PROVIDER = Annotated[str | None, typer.Option(help="Provider slug.", show_default=False)]
+
+
+@catalog_app.command("deactivate")
+def catalog_deactivate(deployment: _DEPLOYMENT = None, provider: _PROVIDER = None) -> None:
+    """Stop queuing and scheduling a deployment, or every deployment of a provider (its
+    history stays; `catalog activate` undoes it). Recorded in the audit log."""
+    _set_active(deployment, provider, False)
+
+
+@catalog_app.command("activate")
+def catalog_activate(deployment: _DEPLOYMENT = None, provider: _PROVIDER = None) -> None:
+    """Reactivate a deployment or a provider. Recorded in the audit log."""
+    _set_active(deployment, provider, True)
+
+
+@catalog_app.command("remove-deployment")
+def catalog_remove(
+    deployment: Annotated[str, typer.Argument(help="Deployment id or provider/model-id.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Really delete it, with its whole history.")
+    ] = False,
+) -> None:
+    """Delete a deployment with its certifications, runs and test results (refused while
+    it has queued or running work). Recorded in the audit log."""
+    from modelcert.api import operations
+    from modelcert.cli.common import deployment_ref
+
+    ref = deployment_ref(deployment, "DEPLOYMENT")
+    if not yes:
+        raise UserError(
+            f"removing {ref} deletes its whole history: add --yes, or `catalog deactivate` it",
+            field="yes",
+        )
+    label = operations.remove_deployment(session_factory(), _actor(), ref)
+    console.print(f"deployment {label} removed, with its history")

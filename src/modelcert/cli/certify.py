@@ -7,13 +7,13 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from modelcert.cli import render
 from modelcert.cli.common import (
     CLI_DATABASE_PATIENCE_S,
+    EXIT_NOT_CERTIFIED,
     console,
     deployment_ref,
     region_name,
@@ -21,10 +21,10 @@ from modelcert.cli.common import (
     session_factory,
     validated,
 )
-from modelcert.domain import TestResult
 from modelcert.errors import UserError
-from modelcert.settings import get_settings
-from modelcert.store import db, repo
+
+if TYPE_CHECKING:
+    from modelcert.domain import TestResult
 
 
 def _progress_printer(label: str, region: str) -> Callable[[int, int, TestResult], None]:
@@ -42,20 +42,26 @@ def certify_command(
     region: Annotated[str, typer.Option(help="Region to certify in.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Run one certification in-process and print its tests and verdict."""
+    """Run one certification in-process and print its tests and verdict. Exit code 0 when
+    it is certified (CERTIFIED or QUALITY_WARNING), 1 when not, 2 for bad input."""
     # Imported here: `modelcert --help` and the other commands need none of the engine.
+    from modelcert.api import operations
     from modelcert.certify.engine import (
         CertificationEngine,
         CertificationOutcome,
         CertificationRequest,
     )
+    from modelcert.cli import render
+    from modelcert.settings import get_settings
+    from modelcert.store import db
     from modelcert.store.runs import RunStore
 
     deployment, region = deployment_ref(deployment), region_name(region)
+    factory = session_factory()
+    with db.transaction(factory) as session:
+        operations.check_active(session, [(deployment, region)])
     settings = get_settings()
-    engine = CertificationEngine(
-        RunStore(session_factory(), patience_s=CLI_DATABASE_PATIENCE_S), settings
-    )
+    engine = CertificationEngine(RunStore(factory, patience_s=CLI_DATABASE_PATIENCE_S), settings)
     callback = None if as_json else _progress_printer(deployment, region)
 
     async def go() -> CertificationOutcome:
@@ -70,10 +76,15 @@ def certify_command(
         print(json.dumps(render.outcome_json(outcome), indent=2))
     else:
         render.print_outcome(console, outcome)
+    if not outcome.score.status.is_valid_verdict:
+        raise typer.Exit(EXIT_NOT_CERTIFIED)
 
 
 def matrix(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Print the current certification of every deployment in every region."""
+    from modelcert.cli import render
+    from modelcert.store import db, repo
+
     with db.transaction(session_factory()) as session:
         rows = repo.certifications(session)
         if as_json:
@@ -116,6 +127,7 @@ def report_command(
 
     from modelcert.reports import build as reports
     from modelcert.reports import formats
+    from modelcert.store import db
     from modelcert.store.models import utcnow
 
     if fmt not in formats.FORMATS:

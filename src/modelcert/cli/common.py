@@ -1,4 +1,8 @@
-"""What the CLI's commands share: the console, the database, JSON options."""
+"""What the CLI's commands share: the console, the database, JSON options.
+
+Light on purpose: `modelcert --help` imports this module, so SQLAlchemy, the settings
+(pydantic) and the store are imported inside the functions that use them
+(tests/unit/test_cli_startup.py checks what `--help` imports)."""
 
 from __future__ import annotations
 
@@ -7,16 +11,17 @@ import json
 import socket
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.errors import NotFoundError, UserError
-from modelcert.settings import Settings, get_settings
-from modelcert.store import db
-from modelcert.store.outage import describe_outage, hide_password
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from modelcert.settings import Settings
 
 # Wide enough for the matrix when output is piped (rich falls back to 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -31,6 +36,9 @@ CLI_DATABASE_PATIENCE_S = 30.0
 def open_engine(settings: Settings, *, migrate: bool = False) -> Engine:
     """The database of `settings`, migrated first when `migrate`; otherwise refused (one
     line, exit 2) when it does not exist (never created here) or has no schema yet."""
+    from modelcert.store import db
+    from modelcert.store.outage import hide_password
+
     engine = db.make_engine(settings.database_url, must_exist=not migrate)
     if migrate:
         db.upgrade(engine)
@@ -69,12 +77,18 @@ def database_unavailable_message(
 ) -> str:
     """One line for a database out of reach: which one (password hidden), the driver's
     reason, and `then` (what to check, or what happens next)."""
+    from modelcert.settings import get_settings
+    from modelcert.store.outage import describe_outage, hide_password
+
     if url is None:
         url = get_settings().database_url
     return f"database {hide_password(url)} is unavailable ({describe_outage(exc)}); {then}"
 
 
 def session_factory(*, migrate: bool = False) -> sessionmaker[Session]:
+    from modelcert.settings import get_settings
+    from modelcert.store import db
+
     return db.make_session_factory(open_engine(get_settings(), migrate=migrate))
 
 
@@ -127,3 +141,72 @@ def json_option(value: str | None, field: str) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise UserError(f"{field}: expected a JSON object", field=field)
     return parsed
+
+
+# Exit codes (README "Exit codes"): every verdict asked for is valid (CERTIFIED or
+# QUALITY_WARNING); some are not (failed, errored, incomplete, cancelled, or not finished
+# within --timeout); a usage or input error, or a database out of reach (`main`).
+EXIT_CERTIFIED = 0
+EXIT_NOT_CERTIFIED = 1
+EXIT_USAGE = 2
+
+# The 8 characters the dashboard shows are enough; fewer than 4 would match too much.
+MIN_JOB_PREFIX = 4
+_UUID_SHAPE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+
+
+def job_id_prefix(value: str, option: str = "JOB_ID") -> str:
+    """A job id, or the start of one (at least 4 characters, as the dashboard shows them),
+    lower-cased; `UserError` for anything that cannot start a job id (a UUID)."""
+    import uuid
+
+    text = value.strip().lower()
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        pass
+    shaped = len(text) <= len(_UUID_SHAPE) and all(
+        (char == "-") if shape == "-" else (char in "0123456789abcdef")
+        for char, shape in zip(text, _UUID_SHAPE, strict=False)
+    )
+    if not shaped or len(text) < MIN_JOB_PREFIX:
+        shown = value if len(value) <= 40 else f"{value[:40]}…"
+        raise UserError(
+            f"{shown!r} is not a job id (a UUID, or its first {MIN_JOB_PREFIX} or more characters)",
+            field=option.lower().lstrip("-"),
+        )
+    return text
+
+
+def resolve_job(session: Session, value: str, option: str = "JOB_ID") -> str:
+    """The id of the one job whose id is `value` or starts with it; `NotFoundError` when
+    none does, `UserError` (one line, the candidates) when several do."""
+    from sqlalchemy import select
+
+    from modelcert.store.models import Job
+
+    prefix = job_id_prefix(value, option)
+    field = option.lower().lstrip("-")
+    # Hex digits and dashes only (checked above): nothing LIKE would read as a wildcard.
+    found = list(
+        session.scalars(select(Job.id).where(Job.id.like(f"{prefix}%")).order_by(Job.id).limit(4))
+    )
+    if not found:
+        raise NotFoundError(f"unknown job {prefix!r}", field=field)
+    if len(found) > 1:
+        shown = ", ".join(found[:3]) + (", …" if len(found) > 3 else "")
+        raise UserError(
+            f"job id prefix {prefix!r} is ambiguous: {shown}; give more characters", field=field
+        )
+    return found[0]
+
+
+def cli_actor() -> str:
+    """Who runs this command, for the audit log: the operating-system user."""
+    import getpass
+    import os
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container, say)
+        return f"uid {os.getuid()}"

@@ -12,19 +12,18 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from modelcert.catalog.demo import DEMO_DEPLOYMENTS, DEMO_PROVIDER, DEMO_REGIONS, seed_demo_catalog
-from modelcert.cli import render
 from modelcert.cli.common import CLI_DATABASE_PATIENCE_S, run, session_factory
 from modelcert.cli.common import console as cli_console
 from modelcert.errors import UserError
-from modelcert.settings import Settings, get_settings
-from modelcert.store import api_keys, db, repo
+
+if TYPE_CHECKING:
+    from modelcert.settings import Settings
 
 LOG_DIR = Path(".modelcert/logs")
 
@@ -39,6 +38,8 @@ def demo_command(
     concurrency: Annotated[int, typer.Option(min=1, help="With --in-process.")] = 16,
 ) -> None:
     """Certify the SIMULATED demo catalog in three regions and print the matrix."""
+    from modelcert.settings import get_settings
+
     if in_process:
         demo_in_process(concurrency)
     else:
@@ -47,7 +48,16 @@ def demo_command(
 
 def demo_in_process(concurrency: int) -> None:
     """The demo catalog certified by the engine in this process, `concurrency` at once."""
+    from modelcert.catalog.demo import (
+        DEMO_DEPLOYMENTS,
+        DEMO_PROVIDER,
+        DEMO_REGIONS,
+        seed_demo_catalog,
+    )
     from modelcert.certify.engine import CertificationEngine, CertificationRequest, InFlight
+    from modelcert.cli import render
+    from modelcert.settings import get_settings
+    from modelcert.store import db, repo
     from modelcert.store.runs import RunStore
 
     settings = get_settings()
@@ -113,7 +123,10 @@ def run_demo(
     serve: bool = False,
 ) -> None:
     """The demo through the service: API and worker processes, a batch over HTTP."""
+    from modelcert.catalog.demo import DEMO_PROVIDER, DEMO_REGIONS, seed_demo_catalog
+    from modelcert.cli import render
     from modelcert.cli.launcher import LocalCluster  # the API app: only this command needs it
+    from modelcert.store import api_keys, db, repo
 
     engine = db.make_engine(settings.database_url)
     db.upgrade(engine)

@@ -7,24 +7,36 @@ import json
 import math
 import sys
 import time
-import uuid
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 
+from modelcert.cli.choices import JobStatus, Priority
 from modelcert.cli.common import (
+    EXIT_NOT_CERTIFIED,
     check_can_listen,
+    cli_actor,
     console,
     database_unavailable_message,
     deployment_ref,
     open_engine,
     region_name,
+    resolve_job,
 )
-from modelcert.domain import JobKind, Priority
 from modelcert.errors import UserError
-from modelcert.settings import get_settings
-from modelcert.store import db
-from modelcert.store.outage import hide_password, is_database_unavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from modelcert.api.operations import Actor
+
+# Progress and notices of `enqueue --wait` go to stderr: stdout keeps the command's own
+# output (`--json` stays parseable).
+progress_console = Console(stderr=True, soft_wrap=True)
+# How often `enqueue --wait` reads the job, and how often it looks for a paused region.
+WAIT_POLL_S = 0.5
+PAUSE_CHECK_S = 5.0
 
 jobs_app = typer.Typer(help="Queued certification jobs.", no_args_is_help=True)
 
@@ -37,6 +49,9 @@ def api_command(
     import uvicorn
 
     from modelcert.api.app import create_app
+    from modelcert.settings import get_settings
+    from modelcert.store import db
+    from modelcert.store.outage import hide_password, is_database_unavailable
 
     settings = get_settings()
     path = db.sqlite_file(settings.database_url)
@@ -78,12 +93,30 @@ def enqueue_command(
     region: Annotated[list[str], typer.Option(help="Region (repeat).")],
     priority: Annotated[Priority, typer.Option()] = Priority.NORMAL,
     delay: Annotated[float, typer.Option(help="Seconds before the work may start.")] = 0.0,
-    wait: Annotated[bool, typer.Option(help="Wait until the job completes.")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            help="Wait until the job completes, showing progress; exit 0 only if every "
+            "certification is valid (1 otherwise)."
+        ),
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="With --wait: give up after this many seconds (exit 1; the job goes on).",
+            show_default="no limit",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Queue certifications (deployments × regions) for the workers."""
+    from modelcert.api import operations
     from modelcert.api.schemas import MAX_DELAY_S  # the API's cap: one limit for both
+    from modelcert.domain import JobKind
+    from modelcert.domain import Priority as DomainPriority
     from modelcert.jobs.enqueue import Enqueuer
+    from modelcert.settings import get_settings
+    from modelcert.store import db
 
     # NaN compares false to everything: refused here, not stored as a start time.
     if not (math.isfinite(delay) and 0 <= delay <= MAX_DELAY_S):
@@ -92,40 +125,152 @@ def enqueue_command(
             f"not {delay:g}",
             field="delay",
         )
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise UserError(f"--timeout: expected a number of seconds > 0, not {timeout:g}")
+    if timeout is not None and not wait:
+        raise UserError("--timeout goes with --wait", field="timeout")
     deployments = [deployment_ref(d) for d in deployment]
     regions = [region_name(r) for r in region]
     settings = get_settings()
     engine = open_engine(settings)
     factory = db.make_session_factory(engine)
+    targets = [(d, r) for d in deployments for r in regions]
+    with db.transaction(factory) as session:
+        operations.check_active(session, targets)
     enqueuer = Enqueuer(engine, settings)
     try:
-        targets = [(d, r) for d in deployments for r in regions]
         kind = JobKind.SINGLE if len(targets) == 1 else JobKind.MULTIPLE
         result = enqueuer.enqueue(
-            factory, targets, kind=kind, priority=priority, created_by="cli", delay_s=delay
+            factory,
+            targets,
+            kind=kind,
+            priority=DomainPriority(priority.value),
+            created_by="cli",
+            delay_s=delay,
         )
     finally:
         enqueuer.close()
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "jobId": result.job_id,
-                    "queued": [q.__dict__ for q in result.queued],
-                    "refused": [r.__dict__ for r in result.refused],
-                },
-                indent=2,
-            )
-        )
-    else:
+    if as_json and not wait:
+        print(json.dumps(_enqueued_json(result), indent=2))
+    elif not as_json:
         for q in result.queued:
             console.print(f"queued {q.deployment} in {q.region} ({q.workflow_id})")
         for r in result.refused:
             console.print(f"[yellow]refused[/] {r.deployment} in {r.region}: {r.reason}")
         if result.job_id:
             console.print(f"job {result.job_id}: {len(result.queued)} certifications queued")
-    if wait and result.job_id:
-        _wait_for(factory, result.job_id)
+    if not wait:
+        return
+    if result.job_id is None:
+        if as_json:
+            print(json.dumps({**_enqueued_json(result), "job": None}, indent=2))
+        progress_console.print("nothing was queued: nothing to wait for")
+        raise typer.Exit(EXIT_NOT_CERTIFIED)
+    summary = wait_for_job(factory, result.job_id, timeout_s=timeout)
+    if as_json:
+        print(json.dumps({**_enqueued_json(result), "job": summary}, indent=2))
+    raise typer.Exit(job_exit_code(summary))
+
+
+def _enqueued_json(result: Any) -> dict[str, Any]:
+    return {
+        "jobId": result.job_id,
+        "queued": [q.__dict__ for q in result.queued],
+        "refused": [r.__dict__ for r in result.refused],
+    }
+
+
+_VALID = ("CERTIFIED", "QUALITY_WARNING")
+_FINAL_JOB = ("COMPLETED", "CANCELLED")
+
+
+def job_exit_code(summary: dict[str, Any]) -> int:
+    """0 when the job is over and every certification it asked for is valid, else 1."""
+    rows = summary["certifications"]
+    done = summary["status"] == "COMPLETED"
+    return 0 if done and rows and all(r["status"] in _VALID for r in rows) else EXIT_NOT_CERTIFIED
+
+
+def wait_for_job(
+    factory: sessionmaker[Session],
+    job_id: str,
+    *,
+    timeout_s: float | None = None,
+    clock: Any = time.monotonic,
+    sleep: Any = time.sleep,
+) -> dict[str, Any]:
+    """Follow a job until it completes or is cancelled, or `timeout_s` passes: progress on
+    stderr (a line each time a certification finishes), a notice when its queued work
+    waits on a paused region, and its summary at the end."""
+    from modelcert.jobs import control
+    from modelcert.jobs.job_summary import job_summary
+    from modelcert.store import db
+
+    started = clock()
+    shown_processed = -1
+    warned_paused: set[str] = set()
+    next_pause_check = started
+    short = job_id[:8]
+    while True:
+        with db.transaction(factory) as session:
+            summary = job_summary(session, job_id)
+            now = clock()
+            waiting = {
+                row["region"]
+                for row in summary["certifications"]
+                if row["status"] in ("QUEUED", "PENDING")
+            }
+            paused: dict[str, Any] = {}
+            if waiting and now >= next_pause_check:
+                next_pause_check = now + PAUSE_CHECK_S
+                paused = {
+                    name: pause
+                    for name, pause in control.paused_regions(session).items()
+                    if name in waiting
+                }
+        for name in sorted(set(paused) - warned_paused):
+            pause = paused[name]
+            count = sum(
+                1
+                for row in summary["certifications"]
+                if row["region"] == name and row["status"] in ("QUEUED", "PENDING")
+            )
+            progress_console.print(
+                f"[yellow]waiting[/]: region {name} is paused (by {pause.paused_by or '?'} at "
+                f"{pause.paused_at:%Y-%m-%d %H:%M} UTC): its {count} queued certification(s) "
+                f"start when it is resumed (`modelcert region resume {name}`)"
+            )
+            warned_paused.add(name)
+        if summary["processed"] != shown_processed:
+            shown_processed = summary["processed"]
+            progress_console.print(_progress_line(short, summary, now - started))
+        if summary["status"] in _FINAL_JOB:
+            certified = sum(1 for r in summary["certifications"] if r["status"] in _VALID)
+            progress_console.print(
+                f"job {job_id} {summary['status']}: {certified} certified, "
+                f"{len(summary['certifications']) - certified} not "
+                f"({summary['succeeded']} succeeded, {summary['failed']} failed)"
+            )
+            return summary
+        if timeout_s is not None and now - started >= timeout_s:
+            progress_console.print(
+                f"[red]timed out[/] after {timeout_s:g} s: job {job_id} is {summary['status']} "
+                f"({summary['processed']}/{summary['total']} done); it goes on: "
+                f"`modelcert jobs show {short}`"
+            )
+            return summary
+        sleep(WAIT_POLL_S)
+
+
+def _progress_line(short: str, summary: dict[str, Any], elapsed: float) -> str:
+    rows = summary["certifications"]
+    running = sum(1 for r in rows if r["status"] == "RUNNING")
+    queued = sum(1 for r in rows if r["status"] in ("QUEUED", "PENDING"))
+    return (
+        f"job {short}: {summary['processed']}/{summary['total']} done "
+        f"({summary['succeeded']} succeeded, {summary['failed']} failed), {running} running, "
+        f"{queued} queued, {elapsed:.0f} s"
+    )
 
 
 def recertify_due_command(
@@ -136,6 +281,8 @@ def recertify_due_command(
     (expiring within the window, failed ones past the retry interval), once."""
     from modelcert.jobs.enqueue import Enqueuer
     from modelcert.jobs.schedule import recertify_due
+    from modelcert.settings import get_settings
+    from modelcert.store import db
 
     settings = get_settings()
     engine = open_engine(settings)
@@ -171,34 +318,37 @@ def recertify_due_command(
         console.print(f"job {report.job_id}: {len(report.queued)} re-certifications queued (low)")
 
 
-def _wait_for(factory: object, job_id: str) -> None:
-    from modelcert.jobs.job_summary import job_summary
+def _factory() -> sessionmaker[Session]:
+    from modelcert.settings import get_settings
+    from modelcert.store import db
 
-    while True:
-        with db.transaction(factory) as session:  # type: ignore[arg-type]
-            summary = job_summary(session, job_id)
-        if summary["status"] in ("COMPLETED", "CANCELLED"):
-            console.print(
-                f"job {job_id} {summary['status']}: {summary['succeeded']} succeeded, "
-                f"{summary['failed']} failed"
-            )
-            return
-        time.sleep(0.5)
+    return db.make_session_factory(open_engine(get_settings()))
+
+
+def _actor() -> Actor:
+    from modelcert.api.operations import Actor
+
+    return Actor(cli_actor(), "cli")
+
+
+JobIdArgument = Annotated[
+    str, typer.Argument(help="A job id, or its first characters (8, as the dashboard shows).")
+]
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def jobs_show(
+    job_id: JobIdArgument, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
     """A job's status, totals and certifications."""
+    from modelcert.cli.common import job_id_prefix
     from modelcert.jobs.job_summary import job_summary
+    from modelcert.store import db
 
-    try:
-        uuid.UUID(job_id)
-    except ValueError:  # job ids are UUIDs: anything else names no job
-        shown = job_id if len(job_id) <= 40 else f"{job_id[:40]}…"
-        raise UserError(f"{shown!r} is not a job id (a UUID)", field="job_id") from None
-    factory = db.make_session_factory(open_engine(get_settings()))
+    job_id_prefix(job_id)  # a malformed id is refused before the database is opened
+    factory = _factory()
     with db.transaction(factory) as session:
-        summary = job_summary(session, str(uuid.UUID(job_id)))
+        summary = job_summary(session, resolve_job(session, job_id))
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -214,6 +364,147 @@ def jobs_show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
         )
 
 
+MAX_LIST_LIMIT = 1000
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[
+        list[JobStatus] | None, typer.Option(help="Only jobs in this status (repeat).")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LIST_LIMIT, help="At most this many, newest first.")
+    ] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Jobs, newest first: id, kind, status, priority, progress, who asked and when."""
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from modelcert.store import db
+    from modelcert.store.models import Job
+
+    query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+    if status:
+        query = query.where(Job.status.in_(sorted({s.value for s in status})))
+    with db.transaction(_factory()) as session:
+        jobs = list(session.scalars(query))
+        rows: list[dict[str, Any]] = [
+            {
+                "jobId": job.id,
+                "kind": job.kind,
+                "status": job.status,
+                "priority": job.priority,
+                "total": job.total,
+                "processed": job.processed,
+                "succeeded": job.succeeded,
+                "failed": job.failed,
+                "createdBy": job.created_by,
+                "createdAt": job.created_at.isoformat(),
+                "completedAt": job.completed_at.isoformat() if job.completed_at else None,
+            }
+            for job in jobs
+        ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        console.print(
+            "no jobs" + (f" in status {', '.join(s.value for s in status)}" if status else "")
+        )
+        return
+    table = Table(
+        "id", "kind", "status", "priority", "done", "succeeded", "failed", "by", "created"
+    )
+    for row in rows:
+        table.add_row(
+            row["jobId"][:8],
+            row["kind"],
+            row["status"],
+            row["priority"],
+            f"{row['processed']}/{row['total']}",
+            str(row["succeeded"]),
+            str(row["failed"]),
+            row["createdBy"] or "",
+            row["createdAt"][:19].replace("T", " "),
+        )
+    console.print(table)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: JobIdArgument) -> None:
+    """Cancel a job: its queued certifications never start, running ones stop after their
+    current test. Recorded in the audit log."""
+    from modelcert.api import operations
+    from modelcert.jobs.enqueue import Enqueuer
+    from modelcert.settings import get_settings
+    from modelcert.store import db
+
+    settings = get_settings()
+    engine = open_engine(settings)
+    factory = db.make_session_factory(engine)
+    with db.transaction(factory) as session:
+        full_id = resolve_job(session, job_id)
+    enqueuer = Enqueuer(engine, settings)
+    try:
+        count = operations.cancel_job(factory, enqueuer.client, _actor(), full_id)
+    finally:
+        enqueuer.close()
+    console.print(f"job {full_id} cancelled ({count} unfinished certification(s) stopped)")
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_id: JobIdArgument,
+    priority: Annotated[Priority, typer.Option()] = Priority.NORMAL,
+) -> None:
+    """Queue again, as a new job, the certifications of a job that failed, errored or were
+    incomplete (of deployments still active). Recorded in the audit log."""
+    from modelcert.api import operations
+    from modelcert.domain import Priority as DomainPriority
+    from modelcert.jobs.enqueue import Enqueuer
+    from modelcert.settings import get_settings
+    from modelcert.store import db
+
+    settings = get_settings()
+    engine = open_engine(settings)
+    factory = db.make_session_factory(engine)
+    with db.transaction(factory) as session:
+        full_id = resolve_job(session, job_id)
+    enqueuer = Enqueuer(engine, settings)
+    try:
+        result = operations.retry_failed(
+            factory, enqueuer, _actor(), full_id, DomainPriority(priority.value)
+        )
+    finally:
+        enqueuer.close()
+    for r in result.refused:
+        console.print(f"[yellow]refused[/] {r.deployment} in {r.region}: {r.reason}")
+    if result.job_id is None:
+        console.print(f"nothing queued: the failures of job {full_id} are already queued again")
+        return
+    console.print(
+        f"job {result.job_id}: {len(result.queued)} certification(s) of job {full_id} queued again"
+    )
+
+
+@jobs_app.command("priority")
+def jobs_priority(job_id: JobIdArgument, priority: Annotated[Priority, typer.Argument()]) -> None:
+    """Move a job's still-queued certifications up or down their queues. Recorded in the
+    audit log."""
+    from modelcert.api import operations
+    from modelcert.domain import Priority as DomainPriority
+    from modelcert.store import db
+
+    factory = _factory()
+    with db.transaction(factory) as session:
+        full_id = resolve_job(session, job_id)
+    count = operations.set_priority(factory, _actor(), full_id, DomainPriority(priority.value))
+    console.print(
+        f"job {full_id}: {count} queued certification(s) now have {priority.value} priority"
+    )
+
+
 def worker_command(
     region: Annotated[
         list[str] | None, typer.Option(help="Region queue to serve (repeat; default all).")
@@ -227,6 +518,7 @@ def worker_command(
     ] = None,
 ) -> None:
     """Run a worker: certifications from the region queues, health on WORKER_HEALTH_PORT."""
+    from modelcert.settings import get_settings
     from modelcert.worker.main import run_worker
 
     run_worker(
@@ -241,6 +533,7 @@ def up_command(
 ) -> None:
     """Start the API and N workers on this machine (the embedded database by default)."""
     from modelcert.cli.launcher import LocalCluster
+    from modelcert.settings import get_settings
 
     settings = get_settings()
     cluster = LocalCluster(settings, workers=workers, host=host, port=port)

@@ -11,7 +11,6 @@ import typer
 from rich.table import Table
 
 from modelcert.cli.common import console, session_factory
-from modelcert.store import api_keys, db
 
 apikey_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
 
@@ -22,6 +21,8 @@ def apikey_create(
     role: Annotated[str, typer.Option(help="viewer | operator | admin")],
 ) -> None:
     """Create an API key and print it, once: only a hash of it is stored."""
+    from modelcert.store import api_keys, db
+
     with db.transaction(session_factory()) as session:
         key, plain = api_keys.create_api_key(session, name, role)
         label = f"{key.name} ({key.role})"
@@ -42,6 +43,8 @@ def _when(value: datetime | None) -> str:
 @apikey_app.command("list")
 def apikey_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List API keys: name, prefix, role, dates. Never the key or its hash."""
+    from modelcert.store import api_keys, db
+
     with db.transaction(session_factory()) as session:
         keys = api_keys.list_api_keys(session)
     if as_json:
@@ -74,6 +77,8 @@ def apikey_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 @apikey_app.command("revoke")
 def apikey_revoke(name: Annotated[str, typer.Argument(help="Name of the key.")]) -> None:
     """Revoke an API key for good."""
+    from modelcert.store import api_keys, db
+
     with db.transaction(session_factory()) as session:
         key = api_keys.revoke_api_key(session, name)
         console.print(f"API key {key.name} revoked ({_when(key.revoked_at)})")
