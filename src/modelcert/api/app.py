@@ -18,6 +18,7 @@ from modelcert.api.routes import certification, system
 from modelcert.api.routes import metrics as metrics_routes
 from modelcert.api.routes import operator as operator_routes
 from modelcert.api.routes import reports as report_routes
+from modelcert.api.routes import runs as run_routes
 from modelcert.settings import Settings, get_settings
 from modelcert.store import db
 
@@ -77,4 +78,5 @@ def create_app(
     app.include_router(report_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(operator_routes.router)
+    app.include_router(run_routes.router)
     return app

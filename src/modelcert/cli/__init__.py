@@ -3,7 +3,7 @@ can cause, and a database that cannot be reached, print one line and exit with c
 
 One module per area: `catalog` (db, catalog), `certify` (certify, matrix, report),
 `demo`, `keys` (apikey), `jobs` (enqueue, jobs, recertify-due, worker, api, up),
-`operator` (region, audit).
+`operator` (region, audit), `runs` (runs export, runs diff).
 
 Exit codes: 0 success (for `certify`, `enqueue --wait` and `report --require`: every
 certification asked for is valid), 1 some certification is not (failed, errored,
@@ -23,7 +23,7 @@ import typer
 from typer import Abort
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
-from modelcert.cli import catalog, certify, demo, jobs, keys, operator
+from modelcert.cli import catalog, certify, demo, jobs, keys, operator, runs
 from modelcert.cli.common import database_unavailable_message
 from modelcert.errors import UserError
 
@@ -61,6 +61,7 @@ app.command("recertify-due")(jobs.recertify_due_command)
 app.add_typer(jobs.jobs_app, name="jobs")
 app.add_typer(operator.region_app, name="region")
 app.command("audit")(operator.audit_command)
+app.add_typer(runs.runs_app, name="runs")
 
 
 def main() -> None:

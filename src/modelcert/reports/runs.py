@@ -1,0 +1,335 @@
+"""Run history for people and spreadsheets: every run (or every test of every run) in a
+date range as CSV or JSON, and two runs compared test by test.
+
+`export_rows` and `diff_runs` read the database; `to_csv` / `to_json` and the comparison
+of two runs' tests (`compare_tests`) are pure. Used by the API (`/api/runs/export`,
+`/api/runs/diff`) and the CLI (`modelcert runs export`, `modelcert runs diff`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from modelcert.errors import NotFoundError, UserError
+from modelcert.store.models import CertificationRun, Deployment, Provider, TestResultRow
+
+SCHEMA = "modelcert.runs/1"
+KINDS = ("runs", "tests")
+FORMATS = ("csv", "json")
+DEFAULT_LIMIT = 10_000
+MAX_LIMIT = 100_000
+
+RUN_FIELDS = (
+    "run_id",
+    "deployment_id",
+    "deployment",
+    "region",
+    "job_id",
+    "status",
+    "rating",
+    "badge",
+    "score",
+    "success_rate",
+    "tests_total",
+    "tests_passed",
+    "tests_failed",
+    "tests_skipped",
+    "avg_latency_ms",
+    "p50_latency_ms",
+    "max_latency_ms",
+    "total_retries",
+    "error_category",
+    "error_message",
+    "simulated",
+    "executor_id",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+)
+TEST_FIELDS = (
+    "run_id",
+    "deployment_id",
+    "deployment",
+    "region",
+    "run_started_at",
+    "position",
+    "test_id",
+    "outcome",
+    "latency_ms",
+    "ttft_ms",
+    "retries",
+    "attempts",
+    "error_category",
+    "error_code",
+    "http_status",
+    "error_message",
+    "input_tokens",
+    "output_tokens",
+    "throttled_s",
+    "started_at",
+    "duration_ms",
+)
+# What a comparison shows of each test, and the numbers it gives a difference of.
+COMPARED = ("outcome", "latency_ms", "ttft_ms", "retries", "error_category", "error_message")
+NUMERIC = ("latency_ms", "ttft_ms", "retries")
+
+
+@dataclass(frozen=True)
+class ExportFilter:
+    """Runs started from `since` (inclusive) to `until` (exclusive), of one deployment
+    and one region when given."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    deployment_id: int | None = None
+    region: str | None = None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _label(slug: str, model_id: str) -> str:
+    return f"{slug}/{model_id}"
+
+
+def _runs_query(filters: ExportFilter) -> Any:
+    query = (
+        select(CertificationRun, Provider.slug, Deployment.provider_model_id)
+        .join(Deployment, Deployment.id == CertificationRun.deployment_id)
+        .join(Provider, Provider.id == Deployment.provider_id)
+    )
+    if filters.since is not None:
+        query = query.where(CertificationRun.started_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(CertificationRun.started_at < filters.until)
+    if filters.deployment_id is not None:
+        query = query.where(CertificationRun.deployment_id == filters.deployment_id)
+    if filters.region is not None:
+        query = query.where(CertificationRun.region == filters.region)
+    return query
+
+
+def run_row(run: CertificationRun, deployment: str) -> dict[str, Any]:
+    return {
+        "run_id": run.id,
+        "deployment_id": run.deployment_id,
+        "deployment": deployment,
+        "region": run.region,
+        "job_id": run.job_id,
+        "status": run.status,
+        "rating": run.rating,
+        "badge": run.badge,
+        "score": run.score,
+        "success_rate": run.success_rate,
+        "tests_total": run.tests_total,
+        "tests_passed": run.tests_passed,
+        "tests_failed": run.tests_failed,
+        "tests_skipped": run.tests_skipped,
+        "avg_latency_ms": run.avg_latency_ms,
+        "p50_latency_ms": run.p50_latency_ms,
+        "max_latency_ms": run.max_latency_ms,
+        "total_retries": run.total_retries,
+        "error_category": run.error_category,
+        "error_message": run.error_message,
+        "simulated": run.simulated,
+        "executor_id": run.executor_id,
+        "started_at": _iso(run.started_at),
+        "completed_at": _iso(run.completed_at),
+        "duration_ms": run.duration_ms,
+    }
+
+
+def result_row(test: TestResultRow, run: CertificationRun, deployment: str) -> dict[str, Any]:
+    return {
+        "run_id": run.id,
+        "deployment_id": run.deployment_id,
+        "deployment": deployment,
+        "region": run.region,
+        "run_started_at": _iso(run.started_at),
+        "position": test.position,
+        "test_id": test.test_id,
+        "outcome": test.outcome,
+        "latency_ms": test.latency_ms,
+        "ttft_ms": test.ttft_ms,
+        "retries": test.retries,
+        "attempts": test.attempts,
+        "error_category": test.error_category,
+        "error_code": test.error_code,
+        "http_status": test.http_status,
+        "error_message": test.error_message,
+        "input_tokens": test.input_tokens,
+        "output_tokens": test.output_tokens,
+        "throttled_s": test.throttled_s,
+        "started_at": _iso(test.started_at),
+        "duration_ms": test.duration_ms,
+    }
+
+
+@dataclass
+class Export:
+    kind: str
+    rows: list[dict[str, Any]]
+    truncated: bool  # more rows matched than `limit`
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return RUN_FIELDS if self.kind == "runs" else TEST_FIELDS
+
+
+def export_rows(
+    session: Session, kind: str, filters: ExportFilter, *, limit: int = DEFAULT_LIMIT
+) -> Export:
+    """The runs (kind `runs`) or their tests (kind `tests`) that match, oldest first, at
+    most `limit` rows (`truncated` says whether more matched)."""
+    if kind not in KINDS:
+        raise UserError(f"kind {kind!r} is not one of {', '.join(KINDS)}", field="kind")
+    limit = max(1, min(limit, MAX_LIMIT))
+    if kind == "runs":
+        query = _runs_query(filters).order_by(CertificationRun.started_at, CertificationRun.id)
+        found = list(session.execute(query.limit(limit + 1)))
+        rows = [run_row(run, _label(slug, model)) for run, slug, model in found[:limit]]
+        return Export(kind, rows, len(found) > limit)
+    query = (
+        _runs_query(filters)
+        .add_columns(TestResultRow)
+        .join(TestResultRow, TestResultRow.run_id == CertificationRun.id)
+        .order_by(CertificationRun.started_at, CertificationRun.id, TestResultRow.position)
+    )
+    found = list(session.execute(query.limit(limit + 1)))
+    rows = [result_row(test, run, _label(slug, model)) for run, slug, model, test in found[:limit]]
+    return Export(kind, rows, len(found) > limit)
+
+
+# Spreadsheets run a cell that starts with one of these as a formula: a provider's error
+# message is not trusted text (OWASP "CSV injection"), so such a cell gets a leading '.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return f"'{value}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else value
+
+
+def to_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({name: _cell(row.get(name)) for name in fields})
+    return buffer.getvalue()
+
+
+def to_json(export: Export, filters: ExportFilter) -> str:
+    document = {
+        "schema": SCHEMA,
+        "kind": export.kind,
+        "since": _iso(filters.since),
+        "until": _iso(filters.until),
+        "deploymentId": filters.deployment_id,
+        "region": filters.region,
+        "truncated": export.truncated,
+        "rows": export.rows,
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def render(export: Export, filters: ExportFilter, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise UserError(f"format {fmt!r} is not one of {', '.join(FORMATS)}", field="format")
+    return to_csv(export.rows, export.fields) if fmt == "csv" else to_json(export, filters)
+
+
+# --- comparing two runs ---------------------------------------------------------------
+
+
+def _test_view(test: dict[str, Any] | None) -> dict[str, Any] | None:
+    if test is None:
+        return None
+    return {name: test.get(name) for name in COMPARED}
+
+
+def compare_tests(
+    tests_a: Sequence[dict[str, Any]], tests_b: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One row per test of either run (in A's order, then B's new ones): what each run
+    recorded, the fields that differ, and B - A for latency, TTFT and retries."""
+    by_a = {t["test_id"]: t for t in tests_a}
+    by_b = {t["test_id"]: t for t in tests_b}
+    order = [t["test_id"] for t in tests_a] + [
+        t["test_id"] for t in tests_b if t["test_id"] not in by_a
+    ]
+    compared = []
+    for test_id in order:
+        a, b = _test_view(by_a.get(test_id)), _test_view(by_b.get(test_id))
+        if a is None or b is None:
+            changed = ["missing"]
+        else:
+            changed = [name for name in COMPARED if a[name] != b[name]]
+        deltas: dict[str, float | None] = {}
+        for name in NUMERIC:
+            va = a.get(name) if a else None
+            vb = b.get(name) if b else None
+            deltas[name] = round(vb - va, 3) if va is not None and vb is not None else None
+        compared.append({"test_id": test_id, "a": a, "b": b, "changed": changed, "delta": deltas})
+    return compared
+
+
+def _run_and_tests(session: Session, run_id: int, field: str) -> tuple[dict[str, Any], list[Any]]:
+    found = session.execute(
+        select(CertificationRun, Provider.slug, Deployment.provider_model_id)
+        .join(Deployment, Deployment.id == CertificationRun.deployment_id)
+        .join(Provider, Provider.id == Deployment.provider_id)
+        .where(CertificationRun.id == run_id)
+    ).first()
+    if found is None:
+        raise NotFoundError(f"unknown run {run_id}", field=field)
+    run, slug, model = found
+    label = _label(slug, model)
+    tests = [result_row(t, run, label) for t in run.tests]
+    return run_row(run, label), tests
+
+
+def diff_runs(session: Session, a: int, b: int) -> dict[str, Any]:
+    """Two runs of one deployment (in one region, or in two) compared test by test."""
+    run_a, tests_a = _run_and_tests(session, a, "a")
+    run_b, tests_b = _run_and_tests(session, b, "b")
+    if run_a["deployment_id"] != run_b["deployment_id"]:
+        raise UserError(
+            f"run {a} is of {run_a['deployment']} and run {b} of {run_b['deployment']}: "
+            "compare two runs of one deployment",
+            field="b",
+        )
+    tests = compare_tests(tests_a, tests_b)
+    summary_fields = (
+        "status",
+        "rating",
+        "badge",
+        "score",
+        "tests_passed",
+        "tests_failed",
+        "tests_skipped",
+        "avg_latency_ms",
+        "total_retries",
+        "error_category",
+    )
+    return {
+        "schema": "modelcert.diff/1",
+        "deployment": run_a["deployment"],
+        "a": run_a,
+        "b": run_b,
+        "changedSummary": [f for f in summary_fields if run_a[f] != run_b[f]],
+        "changedTests": sum(1 for t in tests if t["changed"]),
+        "tests": tests,
+    }
