@@ -286,3 +286,25 @@ def test_every_control_over_http_is_audited_with_the_key_name(
     assert client.get("/api/audit?actor=someone&since=1h", headers=operator).json() == []
     assert len(client.get("/api/audit?since=1h", headers=operator).json()) == len(entries)
     assert client.get("/api/audit?until=1h", headers=operator).json() == []
+
+
+def test_a_provider_is_removed_with_its_deployments_unless_work_is_pending(
+    client: TestClient, operator: Headers, catalog: sessionmaker[Session]
+) -> None:
+    assert client.post("/api/regions/ap-southeast-1/pause", headers=operator).status_code == 200
+    pending = queue(client, operator, "edge/tiny", "ap-southeast-1").json()["jobId"]
+    busy = client.delete("/api/catalog/providers/edge", headers=operator)
+    assert busy.status_code == 409 and busy.json()["field"] == "provider"
+    assert "queued or running" in busy.json()["detail"]
+    client.post(f"/api/jobs/{pending}/cancel", headers=operator)
+
+    removed = client.delete("/api/catalog/providers/edge", headers=operator)
+    assert removed.status_code == 200, removed.text
+    assert removed.json() == {"provider": "edge", "deployments": 1, "removed": True}
+    assert set(ids(catalog)) == {"quick", "denied"}
+    gone = client.delete("/api/catalog/providers/edge", headers=operator)
+    assert gone.status_code == 404 and gone.json()["field"] == "provider"
+    entry = client.get("/api/audit?action=provider", headers=operator).json()
+    assert [(e["action"], e["target"], e["details"]) for e in entry] == [
+        ("provider.remove", "edge", {"deployments": 1})
+    ]

@@ -301,6 +301,10 @@ def test_operator_controls_are_audited_and_deactivation_stops_queuing(
         ]
     assert [d["provider_model_id"] for d in cli("catalog", "list", "--json").json()] == ["quick"]
 
+    cli("catalog", "remove-provider", "lab").one_error("add --yes")
+    cli("catalog", "remove-provider", "No Such!", "--yes").one_error("PROVIDER")
+    cli("catalog", "remove-provider", "nope", "--yes").one_error("unknown provider 'nope'")
+
     entries = cli("audit", "--json").json()
     assert [(e["action"], e["target"]) for e in entries] == [
         ("deployment.remove", "lab/denied"),
@@ -327,3 +331,67 @@ def test_operator_controls_are_audited_and_deactivation_stops_queuing(
     cli("audit", "--action", "region.explode").one_error("--action")
     cli("audit", "--since", "yesterday").one_error("--since")
     cli("audit", "--since", "1h", "--until", "2h").one_error("--until must be after --since")
+
+
+def test_a_provider_is_removed_with_its_history(cli: Any, lab: sessionmaker[Session]) -> None:
+    assert cli("certify", "--deployment", "lab/quick", "--region", REGION).code == 0
+    removed = cli("catalog", "remove-provider", "lab", "--yes")
+    assert removed.code == 0, removed.stderr
+    assert "with its 2 deployment(s)" in removed.stdout
+    assert cli("catalog", "list", "--json").json() == []
+    with transaction(lab) as session:
+        assert session.scalar(select(func.count()).select_from(CertificationRun)) == 0
+    assert [e["action"] for e in cli("audit", "--json").json()] == ["provider.remove"]
+
+
+# What the property test of tests/integration/test_cli_errors.py does for the older
+# commands, for these: any value as any argument exits 0, 1 or 2, never a traceback.
+OPERATOR_INPUTS = [
+    ("jobs", "show", "{}"),
+    ("jobs", "cancel", "{}"),
+    ("jobs", "retry", "{}"),
+    ("jobs", "priority", "{}", "high"),
+    ("jobs", "list", "--limit", "{}"),
+    ("region", "pause", "{}"),
+    ("region", "resume", "{}"),
+    ("catalog", "deactivate", "--deployment", "{}"),
+    ("catalog", "activate", "--provider", "{}"),
+    ("catalog", "remove-deployment", "{}"),
+    ("catalog", "remove-provider", "{}"),
+    ("audit", "--since", "{}"),
+    ("audit", "--until", "{}"),
+    ("audit", "--action", "{}"),
+    ("audit", "--actor", "{}"),
+    ("runs", "export", "--since", "{}"),
+    ("runs", "export", "--deployment", "{}"),
+    ("runs", "export", "--region", "{}"),
+    ("runs", "diff", "{}", "1"),
+    # Not with --wait: a large valid timeout would wait that long for a worker.
+    ("enqueue", "--deployment", "lab/quick", "--region", REGION, "--timeout", "{}"),
+]
+
+
+def test_arbitrary_values_are_never_a_traceback(cli: Any) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    values = st.one_of(
+        st.text(max_size=40),
+        st.integers().map(str),
+        st.floats(allow_nan=True, allow_infinity=True).map(str),
+        st.sampled_from(["²", "abcd", "0000-", "9999-12-31", "-1", "lab/²", "a" * 300]),
+    )
+
+    @settings(max_examples=40, deadline=None, database=None)
+    @given(template=st.sampled_from(OPERATOR_INPUTS), value=values)
+    def check(template: tuple[str, ...], value: str) -> None:
+        args = [value if part == "{}" else part for part in template]
+        result = cli(*args)
+        output = result.stdout + result.stderr
+        assert "Traceback" not in output, (args, output)
+        assert result.code in (0, 1, 2), (args, result.code, output)
+        if result.code == 2:
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+
+    check()

@@ -1,7 +1,7 @@
 """Operator controls, one function each for the API, the CLI and the dashboard: pause /
 resume a region, change a job's priority, cancel a job, retry its failures, deactivate /
-reactivate a deployment or a provider, remove a deployment. Each change is recorded in the
-audit log (`store.audit`): who (`Actor`), what, when.
+reactivate / remove a deployment or a provider. Each change is recorded in the audit log
+(`store.audit`): who (`Actor`), what, when.
 
 The queue's own mechanics are `jobs.control` and `jobs.cancel`'s; this module adds the
 checks an operator's request needs (the region is served, the deployment is active) and
@@ -285,3 +285,32 @@ def remove_deployment(factory: sessionmaker[Session], actor: Actor, ref: str | i
             certifications=int(runs or 0),
         )
     return label
+
+
+def remove_provider(factory: sessionmaker[Session], actor: Actor, slug: str) -> int:
+    """Delete a provider with all its deployments and their history; refused while one
+    of them has a certification queued or running. Returns how many deployments went."""
+    with transaction(factory) as session:
+        provider = repo.get_provider(session, slug)
+        provider_id = provider.id
+        deployment_ids = list(
+            session.scalars(select(Deployment.id).where(Deployment.provider_id == provider_id))
+        )
+        pending = session.scalar(
+            select(func.count())
+            .select_from(Certification)
+            .where(
+                Certification.deployment_id.in_(deployment_ids),
+                Certification.status.in_(_PENDING),
+            )
+        )
+        if pending:
+            raise UserError(
+                f"provider {slug} has {pending} certification(s) queued or running: cancel "
+                "their jobs first, or deactivate it",
+                field="provider",
+            )
+        # ON DELETE CASCADE: its deployments, then their certifications, runs and tests.
+        session.execute(delete(Provider).where(Provider.id == provider_id))
+        _record(session, actor, "provider.remove", slug, deployments=len(deployment_ids))
+    return len(deployment_ids)

@@ -232,3 +232,27 @@ def catalog_remove(
         )
     label = operations.remove_deployment(session_factory(), _actor(), ref)
     console.print(f"deployment {label} removed, with its history")
+
+
+@catalog_app.command("remove-provider")
+def catalog_remove_provider(
+    provider: Annotated[str, typer.Argument(help="Provider slug.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Really delete it, its deployments and their history.")
+    ] = False,
+) -> None:
+    """Delete a provider with its deployments and their whole history (refused while one
+    has queued or running work). Recorded in the audit log."""
+    from modelcert.api import operations
+    from modelcert.cli.common import validated
+    from modelcert.validation import ProviderSlug
+
+    slug = validated(ProviderSlug, provider, "PROVIDER")
+    if not yes:
+        raise UserError(
+            f"removing provider {slug} deletes its deployments and their whole history: add "
+            "--yes, or `catalog deactivate --provider` it",
+            field="yes",
+        )
+    count = operations.remove_provider(session_factory(), _actor(), slug)
+    console.print(f"provider {slug} removed, with its {count} deployment(s) and their history")

@@ -31,6 +31,7 @@ ACTIONS = (
     "deployment.remove",
     "provider.deactivate",
     "provider.activate",
+    "provider.remove",
 )
 
 MAX_LIMIT = 1000

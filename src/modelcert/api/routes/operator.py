@@ -1,7 +1,7 @@
 """Operator controls over HTTP, and the audit log that records them: pause / resume a
 region, change a job's priority, cancel a job, retry its failures, deactivate /
-reactivate a deployment or a provider, remove a deployment (`modelcert.api.operations`, which
-the CLI calls too). Changes need the operator role; reading (regions, the audit log) any
+reactivate / remove a deployment or a provider (`modelcert.api.operations`, which the
+CLI calls too). Changes need the operator role; reading (regions, the audit log) any
 key. Every change is in `GET /api/audit`, with the API key's name as who."""
 
 from __future__ import annotations
@@ -284,6 +284,28 @@ def remove_deployment(
     except _Conflict as conflict:
         return conflict.response
     return RemovedOut(deployment_id=deployment_id, deployment=label)
+
+
+class ProviderRemovedOut(ApiModel):
+    provider: str
+    deployments: int = Field(description="Deployments removed with it.")
+    removed: bool = True
+
+
+@router.delete(
+    "/catalog/providers/{provider}", response_model=ProviderRemovedOut, responses=_CHANGE_ERRORS
+)
+def remove_provider(
+    provider: ProviderSlug, key: OperatorKey, factory: FactoryDep
+) -> ProviderRemovedOut | JSONResponse:
+    """Delete a provider with its deployments and their whole history. 409 while one of
+    them has a certification queued or running."""
+    try:
+        with _conflicts("provider"):
+            count = operations.remove_provider(factory, _actor(key), provider)
+    except _Conflict as conflict:
+        return conflict.response
+    return ProviderRemovedOut(provider=provider, deployments=count)
 
 
 def _provider_active(slug: str, key: ApiKey, factory: Any, active: bool) -> ProviderStateOut:
