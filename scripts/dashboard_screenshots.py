@@ -2,8 +2,11 @@
 
 Starts `modelcert demo --serve` on a temporary SQLite file (the API and worker processes
 certify the SIMULATED demo catalog), logs in to the dashboard with the operator key the
-demo prints, and saves the overview, the matrix, a failed job and a failed run, as seen
-by Debian's headless Chromium (/usr/bin/chromium, /usr/bin/chromedriver).
+demo prints, and saves every page as seen by Debian's headless Chromium
+(/usr/bin/chromium, /usr/bin/chromedriver): the overview, the matrix (whole and filtered
+to failures), a certification's history, a failed run, the jobs list, a failed job and
+the API's /docs; then the overview and the matrix in dark mode and the overview, the
+matrix and the job at 800 px wide.
 
     .venv/bin/python scripts/dashboard_screenshots.py [--out docs/screenshots]
 """
@@ -72,16 +75,43 @@ def main() -> None:
             driver.find_element(By.ID, "api_key").send_keys(key)
             driver.find_element(By.ID, "login-button").click()
             time.sleep(1.0)
-            driver.save_screenshot(str(out / "overview.png"))
+            shot = lambda name: driver.save_screenshot(str(out / f"{name}.png"))  # noqa: E731
+            shot("overview")
             driver.get(f"{base}/matrix")
-            driver.save_screenshot(str(out / "matrix.png"))
+            shot("matrix")
+            driver.get(f"{base}/matrix?status=FAILED&sort=failed")
+            shot("matrix-failed")
+            driver.get(f"{base}/matrix")
             driver.find_element(
                 By.CSS_SELECTOR, "a[data-cell='sim/granite-badkey@us-east-1']"
             ).click()
+            shot("certification")
             driver.find_element(By.CSS_SELECTOR, "#runs a[href*='/runs/']").click()
-            driver.save_screenshot(str(out / "run-failure.png"))
+            shot("run-failure")
             driver.find_element(By.CSS_SELECTOR, "a[href*='/dashboard/jobs/']").click()
-            driver.save_screenshot(str(out / "job-failure.png"))
+            job = driver.current_url
+            shot("job-failure")
+            driver.get(f"{base}/jobs")
+            shot("jobs")
+            driver.get(f"http://127.0.0.1:{port}/docs")
+            time.sleep(2.0)  # Swagger UI renders from its own files
+            shot("api-docs")
+            driver.execute_cdp_cmd(
+                "Emulation.setEmulatedMedia",
+                {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+            )
+            for name, path in (("overview-dark", "/"), ("matrix-dark", "/matrix")):
+                driver.get(base + path)
+                shot(name)
+            driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+            driver.set_window_size(800, 1000)
+            for name, url in (
+                ("overview-800px", f"{base}/"),
+                ("matrix-800px", f"{base}/matrix"),
+                ("job-800px", job),
+            ):
+                driver.get(url)
+                shot(name)
         finally:
             driver.quit()
             demo.send_signal(signal.SIGINT)

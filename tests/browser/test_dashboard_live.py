@@ -103,3 +103,20 @@ def test_the_jobs_filter_and_a_job_page_that_follows_its_job(
     )
     assert loaded and all(url.startswith(service.url) for url in loaded), loaded
     assert "certification-queue" in text_of(driver, ".swagger-ui")
+
+    # Dark when the system is, and no page wider than an 800 px window (tables scroll in
+    # their own box).
+    driver.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+    )
+    driver.get(f"{service.url}/dashboard/matrix")
+    background = driver.execute_script("return getComputedStyle(document.body).backgroundColor;")
+    assert background == "rgb(13, 17, 23)", background
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    driver.set_window_size(800, 900)
+    for path in ("/", "/matrix", "/jobs", job_url.split("/dashboard", 1)[1]):
+        driver.get(f"{service.url}/dashboard{path}")
+        wide = driver.execute_script("return document.documentElement.scrollWidth;")
+        inner = driver.execute_script("return window.innerWidth;")
+        assert wide <= inner, (path, wide, inner)

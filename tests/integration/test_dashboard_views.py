@@ -403,3 +403,56 @@ def test_a_job_with_failures_is_not_a_green_completed(
     assert "status-completed_with_failures" not in client.get(f"{D}/jobs/{clean}").text
     listing = client.get(f"{D}/jobs").text
     assert listing.count("COMPLETED WITH FAILURES") == 1
+
+
+# The matrix for a fleet: filters, search, sort (every field may come empty)
+
+
+def test_the_matrix_filters_searches_and_sorts(
+    client: TestClient, catalog: sessionmaker[Session]
+) -> None:
+    with transaction(catalog) as session:
+        repo.add_provider(session, slug="edge", kind="sim", regions=["ap-south-1"])
+        repo.add_deployment(
+            session, provider_slug="edge", provider_model_id="tiny", vendor="Acme",
+            model_name="Tiny Chat",
+        )  # fmt: skip
+    job = new_job(catalog, 3)
+    store_run(
+        catalog, job, "fjord-denied", "us-east-1", [failed("a", ErrorCategory.PERMISSION_ERROR)]
+    )
+    store_run(
+        catalog, job, "fjord-denied", "eu-west-1", [failed("a", ErrorCategory.PERMISSION_ERROR)]
+    )
+    store_run(catalog, job, "haze-empty", "eu-west-1", [failed("a", ErrorCategory.QUALITY_ISSUE)])
+    store_run(catalog, job, "aurora-fast", "us-east-1", [passed("a")])
+
+    def shown(**params: str) -> tuple[list[str], list[str]]:
+        page = client.get(f"{D}/matrix", params=params, headers=BROWSER)
+        assert page.status_code == 200, (params, page.text[:300])
+        table = page.text.split('id="matrix"')[1].split("</table>")[0]
+        head = table.split("</thead>")[0]
+        rows = re.findall(r'<th class="dep"[^>]*>([^ <]+)', table.split("</thead>")[1])
+        return rows, re.findall(r"<th>([a-z0-9-]+)</th>", head)
+
+    everyone = ["edge/tiny", "sim/aurora-fast", "sim/fjord-denied", "sim/haze-empty"]
+    empty = {k: "" for k in ("q", "provider", "vendor", "status", "region", "sort")}
+    assert shown(**empty) == (everyone, ["ap-south-1", "eu-west-1", "us-east-1"])
+    assert shown(provider="edge")[0] == ["edge/tiny"]
+    assert shown(vendor="Acme")[0] == ["edge/tiny"]
+    assert shown(q="sim/haze")[0] == ["sim/haze-empty"]
+    assert shown(q="tiny chat")[0] == ["edge/tiny"]  # the model's name too
+    assert shown(status="FAILED")[0] == ["sim/fjord-denied", "sim/haze-empty"]
+    assert shown(status="CERTIFIED")[0] == ["sim/aurora-fast"]
+    # Never certified somewhere it is served: all but fjord-denied (certified in both).
+    assert shown(status="NEVER")[0] == ["edge/tiny", "sim/aurora-fast", "sim/haze-empty"]
+    assert shown(region="us-east-1") == (
+        ["sim/aurora-fast", "sim/fjord-denied", "sim/haze-empty"],
+        ["us-east-1"],
+    )
+    assert shown(region="us-east-1", status="FAILED")[0] == ["sim/fjord-denied"]
+    assert shown(sort="failed")[0][:2] == ["sim/fjord-denied", "sim/haze-empty"]
+    assert shown(sort="no-such-order")[0] == everyone  # an unknown order is the default
+    page = client.get(f"{D}/matrix", params={"provider": "edge"}).text
+    assert "1 of 4 deployments × 3 of 3 regions (filtered)" in text_of(page)
+    assert "No deployment matches" in client.get(f"{D}/matrix", params={"q": "zzz"}).text

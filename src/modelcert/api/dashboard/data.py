@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, raiseload
 
 from modelcert.api import queries
 from modelcert.domain import CertificationStatus
@@ -216,9 +216,63 @@ class MatrixRow:
     deployment: Deployment
     cells: dict[str, Certification]
 
+    @property
+    def failed(self) -> int:
+        return sum(c.status in _FAILED for c in self.cells.values())
 
-def matrix(session: Session) -> tuple[list[str], list[MatrixRow]]:
-    """Every active deployment × the regions its provider serves, with current verdicts."""
+    @property
+    def worst_rating(self) -> float:
+        ratings = [c.rating for c in self.cells.values() if c.rating is not None]
+        return min(ratings, default=6.0)  # never rated: after every rated one
+
+
+NEVER = "NEVER"  # the status filter's "never certified here"
+MATRIX_SORTS = {
+    "name": "provider / model",
+    "failed": "most failed cells first",
+    "rating": "lowest rating first",
+    "vendor": "vendor",
+}
+
+
+@dataclass(frozen=True)
+class MatrixFilters:
+    """The matrix page's filter form; empty strings mean "any"."""
+
+    q: str = ""
+    provider: str = ""
+    vendor: str = ""
+    status: str = ""
+    region: str = ""
+    sort: str = "name"
+
+    def active(self) -> dict[str, str]:
+        values = {
+            "q": self.q,
+            "provider": self.provider,
+            "vendor": self.vendor,
+            "status": self.status,
+            "region": self.region,
+            "sort": "" if self.sort == "name" else self.sort,
+        }
+        return {k: v for k, v in values.items() if v}
+
+
+@dataclass
+class Matrix:
+    regions: list[str]
+    rows: list[MatrixRow]
+    deployments: int  # active deployments, before the filters
+    all_regions: list[str]
+    providers: list[str]
+    vendors: list[str]
+
+
+def matrix(session: Session, filters: MatrixFilters | None = None) -> Matrix:
+    """Every active deployment × the regions its provider serves, with current verdicts,
+    narrowed by `filters` (provider, vendor, a status some shown cell has, one region, a
+    search in the shown name or the model's name) and sorted."""
+    filters = filters or MatrixFilters()
     deployments = list(
         session.scalars(
             select(Deployment)
@@ -227,11 +281,42 @@ def matrix(session: Session) -> tuple[list[str], list[MatrixRow]]:
             .order_by(Provider.slug, Deployment.provider_model_id)
         ).unique()
     )
-    regions = sorted({r for d in deployments for r in d.provider.regions})
+    all_regions = sorted({r for d in deployments for r in d.provider.regions})
+    providers = sorted({d.provider.slug for d in deployments})
+    vendors = sorted({d.model.vendor for d in deployments})
     cells: dict[int, dict[str, Certification]] = {}
-    for cert in session.scalars(select(Certification)).unique():
+    # The cells alone: their deployments are those above (no join per certification).
+    query = select(Certification).options(raiseload(Certification.deployment))
+    if filters.region:
+        query = query.where(Certification.region == filters.region)
+    for cert in session.scalars(query):
         cells.setdefault(cert.deployment_id, {})[cert.region] = cert
-    return regions, [MatrixRow(d, cells.get(d.id, {})) for d in deployments]
+    regions = [r for r in all_regions if not filters.region or r == filters.region]
+    needle = filters.q.lower()
+    rows = []
+    for d in deployments:
+        served = [r for r in regions if r in d.provider.regions]
+        if filters.region and not served:
+            continue
+        if filters.provider and d.provider.slug != filters.provider:
+            continue
+        if filters.vendor and d.model.vendor != filters.vendor:
+            continue
+        if needle and needle not in label(d).lower() and needle not in d.model.name.lower():
+            continue
+        row = MatrixRow(d, {r: c for r, c in cells.get(d.id, {}).items() if r in served})
+        if filters.status:
+            statuses = {row.cells[r].status if r in row.cells else NEVER for r in served}
+            if filters.status not in statuses:
+                continue
+        rows.append(row)
+    if filters.sort == "failed":
+        rows.sort(key=lambda row: -row.failed)
+    elif filters.sort == "rating":
+        rows.sort(key=lambda row: row.worst_rating)
+    elif filters.sort == "vendor":
+        rows.sort(key=lambda row: row.deployment.model.vendor.lower())
+    return Matrix(regions, rows, len(deployments), all_regions, providers, vendors)
 
 
 @dataclass(frozen=True)

@@ -68,12 +68,28 @@ def overview(
 
 
 @router.get("/matrix", response_class=HTMLResponse)
-def matrix(request: Request, login: LoginDep, session: SessionDep) -> Response:
-    """Deployments × regions with their current verdicts."""
-    regions, rows = data.matrix(session)
+def matrix(
+    request: Request,
+    login: LoginDep,
+    session: SessionDep,
+    q: Annotated[SearchText, Query()] = "",
+    provider: Annotated[ShortText, Query()] = "",
+    vendor: Annotated[ShortText, Query()] = "",
+    status: Annotated[ShortText, Query()] = "",
+    region: Annotated[ShortText, Query()] = "",
+    sort: Annotated[ShortText, Query()] = "",
+) -> Response:
+    """Deployments × regions with their current verdicts; filters, search and sort."""
+    filters = data.MatrixFilters(
+        q=q.strip(), provider=provider, vendor=vendor, status=status, region=region,
+        sort=sort if sort in data.MATRIX_SORTS else "name",
+    )  # fmt: skip
+    found = data.matrix(session, filters)
     return render(
-        request, login, "matrix.html", page="matrix", regions=regions, rows=rows, now=utcnow(),
-        label=data.label,
+        request, login, "matrix.html", page="matrix", matrix=found, regions=found.regions,
+        rows=found.rows, now=utcnow(), label=data.label, filters=filters,
+        active=filters.active(), sorts=data.MATRIX_SORTS, never=data.NEVER,
+        statuses=[s.value for s in CertificationStatus if s.value != "SKIPPED"],
     )  # fmt: skip
 
 
