@@ -192,7 +192,7 @@ def inactive_targets(
     """The targets (deployment ref, region) whose deployment or provider is deactivated,
     as (provider/model-id, why). Unknown refs are left to the enqueue to refuse."""
     found: list[tuple[str, str]] = []
-    for ref, _region in targets:
+    for ref in dict.fromkeys(str(ref).strip() for ref, _region in targets):  # once a ref
         try:
             deployment = repo.find_deployment(session, ref)
         except UserError:
