@@ -160,25 +160,34 @@ def test_enqueue_wait_shows_progress_and_exits_by_the_verdicts(
     assert f"of job {answer['jobId']} queued again" in retried.stdout
 
 
-def test_enqueue_wait_says_the_region_is_paused_and_gives_up_at_the_timeout(
+def test_enqueue_wait_says_what_the_job_waits_for_and_gives_up_at_the_timeout(
     cli: Any, lab: sessionmaker[Session], start_worker: StartWorker
 ) -> None:
     assert cli("region", "pause", REGION).code == 0
     waited = cli(
-        "enqueue", "--deployment", "lab/quick", "--region", REGION, "--wait", "--timeout", "0.3"
-    )
+        "enqueue", "--deployment", "lab/quick", "--region", REGION, "--region", "eu-west-1",
+        "--wait", "--timeout", "0.3",
+    )  # fmt: skip
     assert waited.code == 1, waited.stderr
     assert f"region {REGION} is paused (by {getpass.getuser()}" in waited.stderr
     assert f"`modelcert region resume {REGION}`" in waited.stderr
+    assert "no live worker serves region eu-west-1" in waited.stderr  # none started yet
+    assert f"no live worker serves region {REGION}" not in waited.stderr  # paused says it
     assert "timed out after 0.3 s" in waited.stderr and "it goes on" in waited.stderr
     with transaction(lab) as session:
         job_id = session.scalars(select(Job.id)).one()
     assert _job(lab, job_id).status == "QUEUED"  # nothing lost: it waits
 
     assert cli("region", "resume", REGION).code == 0
-    worker = start_worker(regions=[REGION], executor_id="w-resumed")
+    worker = start_worker(regions=[REGION, "eu-west-1"], executor_id="w-resumed")
     worker.drain()
     assert _job(lab, job_id).status == "COMPLETED"
+    # A worker alive: no such notice (nothing waits on a pause either).
+    again = cli(
+        "enqueue", "--deployment", "lab/quick", "--region", "eu-west-1", "--wait", "--timeout", "60"
+    )
+    assert again.code == 0, again.stderr
+    assert "waiting" not in again.stderr
 
 
 def test_timeout_and_wait_are_checked(cli: Any) -> None:

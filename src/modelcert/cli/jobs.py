@@ -166,7 +166,9 @@ def enqueue_command(
             print(json.dumps({**_enqueued_json(result), "job": None}, indent=2))
         progress_console.print("nothing was queued: nothing to wait for")
         raise typer.Exit(EXIT_NOT_CERTIFIED)
-    summary = wait_for_job(factory, result.job_id, timeout_s=timeout)
+    summary = wait_for_job(
+        factory, result.job_id, timeout_s=timeout, dead_after_s=settings.worker_dead_after_s
+    )
     if as_json:
         print(json.dumps({**_enqueued_json(result), "job": summary}, indent=2))
     raise typer.Exit(job_exit_code(summary))
@@ -196,51 +198,63 @@ def wait_for_job(
     job_id: str,
     *,
     timeout_s: float | None = None,
+    dead_after_s: float = 60.0,
     clock: Any = time.monotonic,
     sleep: Any = time.sleep,
 ) -> dict[str, Any]:
     """Follow a job until it completes or is cancelled, or `timeout_s` passes: progress on
     stderr (a line each time a certification finishes), a notice when its queued work
-    waits on a paused region, and its summary at the end."""
+    waits on a paused region or on a region no live worker serves (none heard from
+    within `dead_after_s`), and its summary at the end."""
     from modelcert.jobs import control
     from modelcert.jobs.job_summary import job_summary
     from modelcert.store import db
 
     started = clock()
     shown_processed = -1
-    warned_paused: set[str] = set()
-    next_pause_check = started
+    warned: set[tuple[str, str]] = set()
+    next_check = started
     short = job_id[:8]
     while True:
+        notices: list[tuple[str, str, str]] = []  # (kind, region, line)
         with db.transaction(factory) as session:
             summary = job_summary(session, job_id)
             now = clock()
-            waiting = {
-                row["region"]
-                for row in summary["certifications"]
-                if row["status"] in ("QUEUED", "PENDING")
-            }
-            paused: dict[str, Any] = {}
-            if waiting and now >= next_pause_check:
-                next_pause_check = now + PAUSE_CHECK_S
-                paused = {
-                    name: pause
-                    for name, pause in control.paused_regions(session).items()
-                    if name in waiting
-                }
-        for name in sorted(set(paused) - warned_paused):
-            pause = paused[name]
-            count = sum(
-                1
-                for row in summary["certifications"]
-                if row["region"] == name and row["status"] in ("QUEUED", "PENDING")
-            )
-            progress_console.print(
-                f"[yellow]waiting[/]: region {name} is paused (by {pause.paused_by or '?'} at "
-                f"{pause.paused_at:%Y-%m-%d %H:%M} UTC): its {count} queued certification(s) "
-                f"start when it is resumed (`modelcert region resume {name}`)"
-            )
-            warned_paused.add(name)
+            waiting: dict[str, int] = {}
+            for row in summary["certifications"]:
+                if row["status"] in ("QUEUED", "PENDING"):
+                    waiting[row["region"]] = waiting.get(row["region"], 0) + 1
+            if waiting and now >= next_check:
+                next_check = now + PAUSE_CHECK_S
+                paused = control.paused_regions(session)
+                served = _served_by_live_workers(session, dead_after_s)
+                for name, count in sorted(waiting.items()):
+                    pause = paused.get(name)
+                    if pause is not None:
+                        notices.append(
+                            (
+                                "paused",
+                                name,
+                                f"[yellow]waiting[/]: region {name} is paused (by "
+                                f"{pause.paused_by or '?'} at {pause.paused_at:%Y-%m-%d %H:%M} "
+                                f"UTC): its {count} queued certification(s) start when it is "
+                                f"resumed (`modelcert region resume {name}`)",
+                            )
+                        )
+                    elif name not in served:
+                        notices.append(
+                            (
+                                "no-worker",
+                                name,
+                                f"[yellow]waiting[/]: no live worker serves region {name}: its "
+                                f"{count} queued certification(s) start when one does "
+                                f"(`modelcert worker`, or `modelcert up`)",
+                            )
+                        )
+        for kind, name, line in notices:
+            if (kind, name) not in warned:
+                progress_console.print(line)
+                warned.add((kind, name))
         if summary["processed"] != shown_processed:
             shown_processed = summary["processed"]
             progress_console.print(_progress_line(short, summary, now - started))
@@ -260,6 +274,24 @@ def wait_for_job(
             )
             return summary
         sleep(WAIT_POLL_S)
+
+
+def _served_by_live_workers(session: Session, dead_after_s: float) -> set[str]:
+    """The regions of the workers heard from within `dead_after_s` and not stopped."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from modelcert.store.models import utcnow
+    from modelcert.store.worker_models import WorkerHeartbeat
+
+    since = utcnow() - timedelta(seconds=dead_after_s)
+    rows = session.scalars(
+        select(WorkerHeartbeat.regions).where(
+            WorkerHeartbeat.stopped_at.is_(None), WorkerHeartbeat.heartbeat_at >= since
+        )
+    )
+    return {region for regions in rows for region in regions or []}
 
 
 def _progress_line(short: str, summary: dict[str, Any], elapsed: float) -> str:
