@@ -50,7 +50,7 @@ NO_DATABASE = {
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"),
+    ("GET", "/docs/static/{name}"),
     ("GET", "/dashboard/static/{name}"),
     ("GET", "/metrics"),
 }

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, status
+from fastapi import APIRouter, Header, Path, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
@@ -255,19 +255,33 @@ def cancel(
         status.HTTP_200_OK: {
             "content": {"text/event-stream": {}},
             "description": "`data:` events: progress (one per finished test), then "
-            "complete (with the job) or error. A stream ends after "
-            f"{int(edges.STREAM_MAX_S)} s (reconnect to go on); a key may hold "
-            f"{edges.MAX_STREAMS_PER_KEY} open at once (429 beyond).",
+            "complete (with the job) or error. Progress and complete events carry an "
+            "`id:`; reconnecting with that id as `Last-Event-ID` goes on after it, "
+            "without repeating anything (400 if it is not an id of this stream). A "
+            f"stream ends after {int(edges.STREAM_MAX_S)} s (reconnect to go on); a key "
+            f"may hold {edges.MAX_STREAMS_PER_KEY} open at once (429 beyond).",
         },
-        **error_responses(404, 422, *VIEWER_ERRORS),
+        **error_responses(400, 404, 422, *VIEWER_ERRORS),
     },
 )
 def job_events(
-    job_id: JobIdPath, request: Request, key: CurrentKey, factory: FactoryDep
+    job_id: JobIdPath,
+    request: Request,
+    key: CurrentKey,
+    factory: FactoryDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            max_length=sse.CURSOR_MAX,
+            description="The id of the last event received: the stream goes on after it.",
+        ),
+    ] = None,
 ) -> Response:
     """A job's progress as Server-Sent Events, until it completes or is cancelled."""
     with factory() as session:
         queries.require_job(session, job_id)
+    # `stream_response` reads the header itself (the dashboard's stream shares it).
     return sse.stream_response(request, factory, job_id, key.name)
 
 

@@ -43,15 +43,21 @@ function followJob(progress) {
 }
 
 // Pages with a live stamp fetch themselves again every few seconds while the tab is shown
-// and swap in the parts marked data-live (same id); the stamp says how old they are.
+// and swap in the parts marked data-live (same id); the stamp says how old they are. A
+// page that is slow to build is asked for less often (never more than a fifth of the
+// time busy), so that many open tabs on a big job cannot keep the server busy.
 function refreshPage(stamp) {
   const every = Number(stamp.dataset.refresh) * 1000;
   const updated = document.getElementById("updated");
   let last = Date.now();
+  let wait = every;
   let failed = false;
+  let stopped = false;
+  let busy = false;
   let timer = null;
 
   function age() {
+    if (stopped) return;
     const seconds = Math.round((Date.now() - last) / 1000);
     const when = seconds < 2 ? "just now" : seconds + " s ago";
     updated.textContent = (failed ? "update failed; last updated " : "updated ") + when
@@ -59,12 +65,16 @@ function refreshPage(stamp) {
   }
 
   async function fetchAgain() {
+    timer = null;
+    if (busy) return;
+    busy = true;
+    const started = Date.now();
     try {
       const response = await fetch(window.location.href, {
         headers: { Accept: "text/html" }, credentials: "same-origin", redirect: "manual",
       });
       if (response.type === "opaqueredirect" || response.status === 303) {
-        failed = true;
+        stopped = true;
         updated.textContent = "logged out: reload the page to log in again";
         return;
       }
@@ -83,6 +93,7 @@ function refreshPage(stamp) {
       }
       const progress = fresh.getElementById("progress");
       if (progress && progress.dataset.live === "false") {
+        stopped = true;
         window.location.reload(); // the job finished: the whole page changes
         return;
       }
@@ -90,19 +101,27 @@ function refreshPage(stamp) {
       failed = false;
     } catch (e) {
       failed = true;
+    } finally {
+      busy = false;
     }
+    wait = Math.max(every, 5 * (Date.now() - started));
     age();
+    schedule();
   }
 
   function schedule() {
-    clearInterval(timer);
+    clearTimeout(timer);
     timer = null;
-    if (!document.hidden) timer = setInterval(fetchAgain, every);
+    if (!stopped && !document.hidden) timer = setTimeout(fetchAgain, wait);
   }
 
   document.addEventListener("visibilitychange", () => {
-    if (!document.hidden && Date.now() - last >= every) fetchAgain();
-    schedule();
+    if (!document.hidden && Date.now() - last >= every) {
+      clearTimeout(timer);
+      fetchAgain();
+    } else {
+      schedule();
+    }
     age();
   });
   setInterval(age, 1000);
