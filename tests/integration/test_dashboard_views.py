@@ -23,6 +23,7 @@ from modelcert.api import sse
 from modelcert.api.app import create_app
 from modelcert.certify.scoring import score_results
 from modelcert.domain import ErrorCategory, JobKind, TestOutcome, TestResult
+from modelcert.errors import UserError
 from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.api_keys import Role
@@ -456,3 +457,25 @@ def test_the_matrix_filters_searches_and_sorts(
     page = client.get(f"{D}/matrix", params={"provider": "edge"}).text
     assert "1 of 4 deployments × 3 of 3 regions (filtered)" in text_of(page)
     assert "No deployment matches" in client.get(f"{D}/matrix", params={"q": "zzz"}).text
+
+
+def test_a_stream_cursor_round_trips_and_a_forged_one_stays_small() -> None:
+    cursor = sse.Cursor.of({1, 2, 3, 7, 9, 10}, {3: 40, 11: 55, 12: 60})
+    assert cursor.encode() == "v1.1-3,7-7,9-10,11:55,12:60"
+    again = sse.Cursor.parse(cursor.encode())
+    assert again == cursor and again.covers(2) and not again.covers(8)
+    # A range is kept as a range: an id naming two billion runs costs two numbers.
+    assert sse.Cursor.parse("v1.1-2000000000").closed == [(1, 2_000_000_000)]
+    for forged in (
+        "v2.1-2",
+        "v1",
+        "1-2",
+        "v1.3-1",
+        "v1.0-4",
+        "v1.1:x",
+        "v1.-1-2",
+        "v1." + "9" * 9000,
+    ):
+        with pytest.raises(UserError) as refused:
+            sse.Cursor.parse(forged)
+        assert refused.value.field == "Last-Event-ID", forged

@@ -61,31 +61,36 @@ def sse_event(payload: dict[str, Any], event_id: str | None = None) -> str:
 
 @dataclass
 class Cursor:
-    """What a stream has reported: `closed` runs entirely, and of each run in `rows`
-    every test row up to that row id."""
+    """What a stream has reported: every run in one of the `closed` ranges (first, last)
+    entirely, and of each run in `rows` every test row up to that row id."""
 
-    closed: set[int] = field(default_factory=set)
+    closed: list[tuple[int, int]] = field(default_factory=list)
     rows: dict[int, int] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, closed: set[int], rows: dict[int, int]) -> Cursor:
+        ranges: list[tuple[int, int]] = []
+        for run in sorted(closed):
+            if ranges and ranges[-1][1] == run - 1:
+                ranges[-1] = (ranges[-1][0], run)
+            else:
+                ranges.append((run, run))
+        return cls(ranges, {run: row for run, row in rows.items() if run not in closed})
+
+    def covers(self, run: int) -> bool:
+        """Whether every test of `run` was reported."""
+        return any(first <= run <= last for first, last in self.closed)
+
     def encode(self) -> str:
-        parts = []
-        ordered = sorted(self.closed)
-        i = 0
-        while i < len(ordered):
-            j = i
-            while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-                j += 1
-            parts.append(f"{ordered[i]}-{ordered[j]}")
-            i = j + 1
-        parts += [
-            f"{run}:{row}" for run, row in sorted(self.rows.items()) if run not in self.closed
-        ]
+        parts = [f"{first}-{last}" for first, last in self.closed]
+        parts += [f"{run}:{row}" for run, row in sorted(self.rows.items())]
         return f"{CURSOR_VERSION}.{','.join(parts)}"
 
     @classmethod
     def parse(cls, text: str) -> Cursor:
         """The cursor a `Last-Event-ID` carries; `UserError` naming the header when it is
-        not one of ours."""
+        not one of ours. Ranges stay ranges: a forged id cannot make the server build a
+        large set."""
         problem = UserError(
             "Last-Event-ID is not an event id of this stream; reconnect without it",
             field="Last-Event-ID",
@@ -98,9 +103,9 @@ class Cursor:
             for item in filter(None, listed.split(",")):
                 if "-" in item:
                     first, last = (int(n) for n in item.split("-"))
-                    if not 0 < first <= last <= ID_MAX or last - first > 1_000_000:
+                    if not 0 < first <= last <= ID_MAX:
                         raise problem
-                    cursor.closed |= set(range(first, last + 1))
+                    cursor.closed.append((first, last))
                 else:
                     run, row = (int(n) for n in item.split(":"))
                     if not (0 < run <= ID_MAX and 0 < row <= ID_MAX):
@@ -130,7 +135,7 @@ class JobProgress:
 
     def cursor(self) -> str:
         """The id of an event sent now: where a reconnecting client goes on from."""
-        return Cursor(set(self._closed), dict(self._rows)).encode()
+        return Cursor.of(self._closed, self._rows).encode()
 
     def poll(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str]:
         """New progress events (each with its event id), the job's summary once it has
@@ -167,17 +172,18 @@ class JobProgress:
                 select(CertificationRun.id).where(CertificationRun.job_id == self.job_id)
             )
         )
+        closed = {run for run in runs if cursor.covers(run)}
         rows = session.execute(
             select(TestResultRow.id, TestResultRow.run_id, TestResultRow.test_id).where(
-                TestResultRow.run_id.in_(runs & (cursor.closed | set(cursor.rows)))
+                TestResultRow.run_id.in_(closed | (runs & set(cursor.rows)))
             )
         )
         for row_id, run_id, test_id in rows:
-            if run_id in cursor.closed or row_id <= cursor.rows.get(run_id, 0):
+            if run_id in closed or row_id <= cursor.rows.get(run_id, 0):
                 self._seen.add((run_id, test_id))
                 self.current += 1
                 self._rows[run_id] = max(self._rows.get(run_id, 0), row_id)
-        self._closed = runs & cursor.closed
+        self._closed = closed
 
     def _new_rows(
         self, session: Session
