@@ -104,6 +104,26 @@ def test_the_jobs_filter_and_a_job_page_that_follows_its_job(
     assert loaded and all(url.startswith(service.url) for url in loaded), loaded
     assert "certification-queue" in text_of(driver, ".swagger-ui")
 
+    # The overview refreshes itself while shown and pauses while the tab is hidden (the
+    # page's visibility is set as the browser would, then the event it sends).
+    driver.get(f"{service.url}/dashboard/")
+    wait_until(lambda: text_of(driver, "#live-stamp").startswith("updated"))
+    state = "return document.getElementById('live-stamp').dataset.state;"
+    wait_until(lambda: driver.execute_script(state) in ("scheduled", "fetching"))
+    hide = """
+        const hidden = arguments[0];
+        Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+        Object.defineProperty(document, "visibilityState",
+            {configurable: true, get: () => (hidden ? "hidden" : "visible")});
+        document.dispatchEvent(new Event("visibilitychange"));
+    """
+    driver.execute_script(hide, True)
+    wait_until(lambda: driver.execute_script(state) == "paused", what="the paused refresh")
+    assert "paused while the tab is hidden" in text_of(driver, "#live-stamp")
+    driver.execute_script(hide, False)
+    wait_until(lambda: driver.execute_script(state) in ("scheduled", "fetching"))
+    assert "paused" not in text_of(driver, "#live-stamp")
+
     # Dark when the system is, and no page wider than an 800 px window (tables scroll in
     # their own box).
     driver.execute_cdp_cmd(

@@ -69,12 +69,14 @@ function refreshPage(stamp) {
     if (busy) return;
     busy = true;
     const started = Date.now();
+    stamp.dataset.state = "fetching";
     try {
       const response = await fetch(window.location.href, {
         headers: { Accept: "text/html" }, credentials: "same-origin", redirect: "manual",
       });
       if (response.type === "opaqueredirect" || response.status === 303) {
         stopped = true;
+        stamp.dataset.state = "stopped";
         updated.textContent = "logged out: reload the page to log in again";
         return;
       }
@@ -113,6 +115,8 @@ function refreshPage(stamp) {
     clearTimeout(timer);
     timer = null;
     if (!stopped && !document.hidden) timer = setTimeout(fetchAgain, wait);
+    // What the refresh is doing, for whoever looks (the browser tests do).
+    stamp.dataset.state = stopped ? "stopped" : document.hidden ? "paused" : "scheduled";
   }
 
   document.addEventListener("visibilitychange", () => {
