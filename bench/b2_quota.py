@@ -84,15 +84,26 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "quota_dir": str(run.workdir / "quota"),
         }
         refs = run.seed(deployments, options)
-        run.start_workers(args.workers)
+        run.start_workers(
+            args.workers, {"MODELCERT_SHARED_PACING": "1" if args.pacing == "shared" else "0"}
+        )
         # executor id -> the quotas its gates paced at some point, and the most at once
         paced: dict[str, set[str]] = {w.executor_id: set() for w in run.workers}
         paced_at_once: dict[str, int] = {w.executor_id: 0 for w in run.workers}
         ticks = 0
 
+        rates: list[list[float | None]] = []  # the shared rate per region, every tick
+
         def read_gates() -> None:
             nonlocal ticks
             ticks += 1
+            if args.pacing == "shared":
+                with run.session() as session:
+                    shared = dict(
+                        session.execute(text("SELECT quota, rate FROM quota_pacing")).all()
+                    )
+                quotas = [f"bench/{region}/quota:bench-account" for region in regions]
+                rates.append([shared.get(quota) for quota in quotas])
             if ticks % HEALTH_EVERY_TICKS:
                 return
             for worker in run.workers:
@@ -126,6 +137,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "regions": len(regions),
             "quota_rps_per_region": args.quota,
             "quota_burst": args.burst,
+            "pacing": args.pacing,
             "latency_ms": [args.latency_low, args.latency_high],
             "limits": limits.describe(),
             "wall_s": r(wall),
@@ -146,6 +158,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "statuses": harness.status_counts(runs),
             "per_executor": harness.per_executor(runs),
             "paced_gates": {key: sorted(value) for key, value in paced.items()},
+            # The shared rate of each region's quota (calls/s), every 0.5 s (None: unpaced).
+            "shared_rates": [[r(v, 1) if v is not None else None for v in row] for row in rates],
             "paced_gates_at_once_max": paced_at_once,
             "resources": harness.worker_resources(run),
         }
@@ -157,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quota", type=float, default=20.0, help="requests/s per region")
     parser.add_argument(
         "--burst", type=float, default=None, help="quota burst (1: none); default one second's"
+    )
+    parser.add_argument(
+        "--pacing",
+        choices=("shared", "local"),
+        default="shared",
+        help="workers pace a quota together through the database (default) or each alone",
     )
     parser.add_argument("--latency-low", type=float, default=200.0, help="ms")
     parser.add_argument("--latency-high", type=float, default=800.0, help="ms")

@@ -55,6 +55,15 @@ class Settings(BaseSettings):
             "was never applied."
         ),
     )
+    shared_pacing: bool = Field(
+        True,
+        validation_alias=_env("MODELCERT_SHARED_PACING"),
+        description=(
+            "Workers pace a provider quota together once it answers 429: one schedule of "
+            "call starts and one learnt rate per quota, kept in the database "
+            "(quota_pacing). Off: each worker learns its own rate."
+        ),
+    )
     worker_prefetch: int = Field(
         0,
         ge=0,

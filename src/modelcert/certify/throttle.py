@@ -23,7 +23,8 @@ Two mechanisms, both learnt from the provider's own 429 answers:
   stops: the work recovers as soon as the 429s stop.
 
 So the work slows to what the quota allows and no test fails for RATE_LIMIT merely
-because many ran at once."""
+because many ran at once. Workers sharing a quota can pace it together through a store
+they all see (`SharedThrottleGate`, below: the worker's database)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -161,6 +163,7 @@ class ThrottleGates:
         self._clock = clock
         self.shared = shared  # a store every worker sees (the worker's); None: local only
         self._gates: dict[QuotaKey, ThrottleGate] = {}
+        self._store_thread: ThreadPoolExecutor | None = None
 
     def get(self, key: QuotaKey) -> ThrottleGate:
         gate = self._gates.get(key)
@@ -168,9 +171,21 @@ class ThrottleGates:
             gate = self._gates[key] = (
                 ThrottleGate(self._clock)
                 if self.shared is None
-                else SharedThrottleGate(key, self.shared, self._clock)
+                else SharedThrottleGate(key, self.shared, self._clock, run=self._on_store_thread)
             )
         return gate
+
+    async def _on_store_thread(self, call: Callable[..., T], *args: Any) -> T:
+        """The shared store's calls, on threads of their own: behind the default pool's
+        queue (the engine's writes), a call's start would wait on bookkeeping."""
+        if self._store_thread is None:
+            self._store_thread = ThreadPoolExecutor(2, thread_name_prefix="modelcert-pacing")
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, call, *args)
+
+    def close(self) -> None:
+        if self._store_thread is not None:
+            self._store_thread.shutdown(wait=False, cancel_futures=True)
+            self._store_thread = None
 
     def rates(self) -> dict[QuotaKey, float | None]:
         """The pacing rate per quota, None where not paced (for /health)."""
@@ -188,94 +203,41 @@ def _rate(gate: ThrottleGate) -> float | None:
 # -- pacing shared across processes ----------------------------------------------------
 #
 # The same hold and AIMD pacing, on one state per quota that a store shares between
-# workers (`modelcert.store.pacing`): one schedule of call starts, one hold, one rate
-# adjusted by whoever closes a window. Times are the store's clock (`now` is passed in),
-# so no two machines' clocks are ever compared. The store is only used once this process
-# has met a 429 on the quota: no cost while there are none.
+# workers (`modelcert.store.pacing`: one UPDATE statement per operation, the rule in SQL,
+# on the database's clock): one schedule of call starts, pushed back by every 429's
+# Retry-After, one rate cut or raised once per window by whichever worker closes it. The
+# store is only used once this process has met a 429 on the quota: no cost while there
+# are none. Its calls run on a thread of their own (`run`), not the default pool where the
+# engine's writes queue, so a call start never waits behind bookkeeping.
 
 
-class PacingRow(Protocol):
-    rate: float | None
-    hold_until: float
-    next_start: float
-    last_throttled: float
-    last_served: float
-    measuring: bool
-    window_started: float
-    window_starts: int
-    window_ok: int
-    window_throttled: int
+class PacingSlot(Protocol):
+    @property
+    def granted(self) -> bool: ...  # False: none within the store's horizon, ask again
+    @property
+    def wait_s(self) -> float: ...  # until this caller's start (or until it may ask again)
+    @property
+    def rate(self) -> float | None: ...  # the shared rate (None: not paced)
+    @property
+    def served_ago_s(self) -> float: ...  # since the quota last answered any worker
 
 
 class PacingStore(Protocol):
-    def update(self, quota: str, decide: Callable[[PacingRow, float], T]) -> T: ...
-
-
-def take_slot(row: PacingRow, now: float) -> float:
-    """The seconds this caller waits for its start: the hold, then its slot in the shared
-    schedule of starts when the quota is paced (the slot is taken: the next goes after)."""
-    start = max(now, row.hold_until)
-    row.window_starts += 1
-    if row.rate is not None:
-        start = max(start, row.next_start)
-        row.next_start = start + 1 / row.rate
-    return start - now
-
-
-def hold_quota(row: PacingRow, now: float, seconds: float) -> None:
-    """Close the quota for everyone for `seconds` (never shortens an earlier hold)."""
-    until = now + seconds
-    if until > row.hold_until:
-        row.hold_until = until
-        row.next_start = max(row.next_start, until)
-
-
-def record_outcome(row: PacingRow, now: float, throttled: bool, gate: ThrottleGate) -> None:
-    """One attempt's outcome into the shared AIMD window (`ThrottleGate.record`'s rule)."""
-    if throttled:
-        row.last_throttled = now
-        row.window_throttled += 1
-    else:
-        row.window_ok += 1
-        row.last_served = now
-    if row.rate is None and not row.measuring:
-        if throttled:
-            row.measuring = True
-            _reset_window(row, now)
-        return
-    if now - row.last_throttled > gate.forget_after_s:
-        row.rate = None
-        row.measuring = False
-        return
-    elapsed = now - row.window_started
-    if elapsed < gate.adjust_every_s:
-        return
-    sent = row.window_starts / elapsed
-    if row.rate is None:
-        row.measuring = False
-        row.rate = max(gate.min_rate, row.window_ok / elapsed)
-        row.next_start = max(row.next_start, now)
-    elif row.window_throttled:
-        row.rate = max(gate.min_rate, min(row.rate, sent) * gate.decrease)
-    else:
-        row.rate = min(row.rate + gate.increase, max(sent, row.rate / 2) * 2)
-    _reset_window(row, now)
-
-
-def _reset_window(row: PacingRow, now: float) -> None:
-    row.window_started = now
-    row.window_starts = 0
-    row.window_ok = 0
-    row.window_throttled = 0
+    def slot(self, quota: str) -> PacingSlot: ...
+    def throttled(self, quota: str, retry_after_s: float) -> None: ...
+    def served(self, quota: str, answered: int) -> None: ...
 
 
 class SharedThrottleGate(ThrottleGate):
     """A gate whose hold and pacing live in a store every worker sees.
 
     Until this process meets a 429 on the quota it is a plain local gate (no store
-    call). From then on every start takes its slot from the shared schedule and every
-    outcome feeds the shared window; a store error falls back to the local gate for that
-    call (logged, at most once per `_WARN_EVERY_S`), so pacing never fails a test."""
+    call). From then on every start takes its slot from the shared schedule, every 429
+    pushes the schedule back (and may cut the rate), and answered calls report, at most
+    once per adjustment window, that the quota serves (which may raise it). A store error
+    falls back to the local gate for that call (logged, at most once per `_WARN_EVERY_S`),
+    so pacing never fails a test. The local state is kept up to date all along: it is the
+    fallback, and tells `serving()`."""
 
     def __init__(
         self,
@@ -293,6 +255,8 @@ class SharedThrottleGate(ThrottleGate):
         self.shared_rate: float | None = None  # the store's rate at the last slot taken
         self.store_errors = 0
         self._shared_served_at = float("-inf")  # when the quota last answered anyone
+        self._reported_served_at = float("-inf")
+        self._unreported = 0  # answers since the last report to the store
         self._run = run or asyncio.to_thread
         self._warned_at = float("-inf")
         self._pending: set[asyncio.Task[Any]] = set()
@@ -310,10 +274,10 @@ class SharedThrottleGate(ThrottleGate):
                 error,
             )
 
-    def _background(self, what: str, decide: Callable[[PacingRow, float], None]) -> None:
+    def _background(self, what: str, call: Callable[..., None], *args: Any) -> None:
         async def go() -> None:
             try:
-                await self._run(self.store.update, str(self.key), decide)
+                await self._run(call, str(self.key), *args)
             except Exception as error:  # never fail a certification
                 self._failed(what, error)
 
@@ -330,39 +294,63 @@ class SharedThrottleGate(ThrottleGate):
     def hold(self, seconds: float) -> None:
         super().hold(seconds)
         self.shared = True
-        self._background("hold", lambda row, now: hold_quota(row, now, seconds))
+        self._background("throttled", self.store.throttled, seconds)
 
     def record(self, *, throttled: bool) -> None:
         super().record(throttled=throttled)  # the local state: the fallback, and serving()
         if throttled:
+            if not self.shared:
+                self._unreported = 0  # answers before the 429 are not the store's window's
             self.shared = True
-        if self.shared:
-            self._background("record", lambda row, now: record_outcome(row, now, throttled, self))
+            return
+        self._unreported += 1
+        now = self._clock()
+        # Twice per window at most: the store needs the count, not each answer.
+        if self.shared and now - self._reported_served_at >= self.adjust_every_s / 2:
+            self._reported_served_at = now
+            answered, self._unreported = self._unreported, 0
+            self._background("served", self.store.served, answered)
 
     async def wait(self, sleep: Sleep) -> float:
         if not self.shared:
             return await super().wait(sleep)
+        if self._lock is None:
+            self._lock = asyncio.Lock()
         started = self._clock()
-
-        def slot(row: PacingRow, now: float) -> tuple[float, float | None, float]:
-            return take_slot(row, now), row.rate, now - row.last_served
-
-        try:
-            delay, self.shared_rate, served_ago = await self._run(
-                self.store.update, str(self.key), slot
-            )
-        except Exception as error:  # never fail a certification
-            self._failed("slot", error)
+        # One caller of this process at a time asks the store and waits for its slot (in
+        # arrival order, as the local gate): each process holds at most one slot ahead,
+        # so the schedule follows the rate as it changes, and waiting costs one poll per
+        # process, not one per caller. (Letting the next caller book its slot while the
+        # first waits for its own was measured worse: booked slots outlive a cut, B2
+        # gave 700 retries and 13 tests failed for RATE_LIMIT, against 310 and none.)
+        async with self._lock:
+            delay = await self._shared_slot(sleep)
+            if delay is not None:
+                # This process's own hold may not be in the store yet (written in the
+                # background).
+                delay = max(delay, self._closed_until - self._clock())
+                if delay > 0:
+                    await sleep(delay)
+                self._last_start = self._clock()
+        if delay is None:  # the store failed: the local gate's turn
             return await super().wait(sleep)
-        self._shared_served_at = self._clock() - served_ago
-        # This process's own hold may not be in the store yet (written in the background).
-        delay = max(delay, self._closed_until - self._clock())
-        if delay > 0:
-            await sleep(delay)
-        self._last_start = self._clock()
         if self.shared_rate is None and self._clock() - self._last_throttled > self.forget_after_s:
             self.shared = False  # the 429s have stopped everywhere: back to no store cost
         return max(0.0, self._last_start - started)
+
+    async def _shared_slot(self, sleep: Sleep) -> float | None:
+        """Seconds until this caller's granted slot; None if the store failed."""
+        while True:
+            try:
+                slot = await self._run(self.store.slot, str(self.key))
+            except Exception as error:  # never fail a certification
+                self._failed("slot", error)
+                return None
+            self.shared_rate = slot.rate
+            self._shared_served_at = self._clock() - slot.served_ago_s
+            if slot.granted:
+                return slot.wait_s
+            await sleep(slot.wait_s)  # the schedule is full for now: ask again then
 
     async def drain(self) -> None:
         """Wait for the outcomes and holds still being written (tests, shutdown)."""

@@ -27,6 +27,7 @@ from dbos import DBOS
 from sqlalchemy import Engine, text
 
 from modelcert.certify.engine import CertificationEngine, InFlight, Timing
+from modelcert.certify.throttle import ThrottleGates
 from modelcert.domain import DEFAULT_REGIONS
 from modelcert.errors import StoreUnavailable
 from modelcert.jobs.control import region_queue_options
@@ -54,6 +55,7 @@ from modelcert.settings import Settings
 from modelcert.store import db, repo
 from modelcert.store.db import transaction
 from modelcert.store.outage import is_database_unavailable, wait_out_outage
+from modelcert.store.pacing import SharedPacing
 from modelcert.store.runs import RunStore
 from modelcert.worker.health import HealthServer, WorkerState, database_check
 
@@ -97,9 +99,14 @@ class Worker:
         self.executor_id = executor_id or settings.executor_id or default_executor_id()
         self.in_flight = InFlight(limit=settings.certification_concurrency)
         self.store = RunStore(self.factory)  # waits out database blips until stop()
+        # Pacing shared with the other workers through this database (store.pacing).
+        self.gates = ThrottleGates(
+            shared=SharedPacing(self.engine) if settings.shared_pacing else None
+        )
         self.certifier = CertificationEngine(
             self.store,
             settings,
+            gates=self.gates,
             in_flight=self.in_flight,
             timing=timing,
             executor_id=self.executor_id,
@@ -267,6 +274,7 @@ class Worker:
         if self._enqueuer is not None:
             self._enqueuer.close()
         self.health.stop()
+        self.gates.close()
         self.engine.dispose()
         log_event("worker_stopped", executor_id=self.executor_id)
 
