@@ -30,6 +30,7 @@ from dbos import DBOS, DBOSClient, DBOSConfiguredInstance, EnqueueOptions
 from dbos._context import current_owner_xid
 from dbos._error import DBOSWorkflowCancelledError, DBOSWorkflowConflictIDError
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.orm import Session
 
 from modelcert.certify.engine import (
     CertificationEngine,
@@ -47,7 +48,7 @@ from modelcert.jobs.queues import (
     release_claim,
 )
 from modelcert.obs.logging import log_event
-from modelcert.store.runs import RunStore, cancel_open_runs
+from modelcert.store.runs import RunStore, cancel_open_runs, stored_result
 
 CLASS_NAME = "CertificationWorkflow"
 INSTANCE_NAME = "certify"
@@ -117,10 +118,15 @@ class CertificationWorkflow(DBOSConfiguredInstance):
         owner = _owner(workflow_id)
 
         def check() -> TestResult | None:
+            # One connection for both reads (the ownership and the stored test): a step
+            # costs as few round trips as its durability needs.
             with self.database.connect() as connection:
                 if not owns_workflow(connection, workflow_id, owner):
                     raise _Superseded(workflow_id)
-            return None if test_id is None else self.store.stored_result(run_id, test_id)
+                if test_id is None:
+                    return None
+                with Session(connection) as session:
+                    return stored_result(session, run_id, test_id)
 
         try:
             return await asyncio.to_thread(self.store.retrying, check)
