@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelcert.domain import CertificationStatus, JobKind, Priority
 from modelcert.errors import NotFoundError, UserError
 from modelcert.jobs.control import pause_region
-from modelcert.jobs.enqueue import DUPLICATE_REASON, Enqueuer
+from modelcert.jobs.enqueue import DUPLICATE_REASON, Enqueuer, recertify_targets
 from modelcert.jobs.queues import PRIORITY_VALUES, dbos_table, queue_name
 from modelcert.jobs.workflows import certification_options, enqueue_certification
 from modelcert.settings import Settings
@@ -259,6 +259,32 @@ def test_bad_targets_fail_as_the_one_by_one_look_up_did(
     with catalog() as session:  # all or nothing
         assert not list(session.scalars(select(Job)))
     assert not _workflows(engine)
+
+
+@pytest.mark.parametrize("deactivate", ["deployment", "provider"])
+def test_deactivated_deployments_are_refused_and_not_due_for_recertification(
+    catalog: sessionmaker[Session], enqueuer: Enqueuer, engine: Engine, deactivate: str
+) -> None:
+    with transaction(catalog) as session:  # lab/m2 failed its last certification
+        deployment = repo.find_deployment(session, "lab/m2")
+        repo.certification_row(session, deployment.id, "us-east-1").status = "FAILED"
+        if deactivate == "provider":
+            deployment.provider.active = False
+        else:
+            deployment.active = False
+        due = recertify_targets(session)
+    assert due == []  # a deactivated one is not due, whatever its verdict
+    why = "provider lab is deactivated" if deactivate == "provider" else "deactivated"
+    with pytest.raises(UserError, match=rf"deployment lab/m2 is not active \({why}\)") as error:
+        enqueuer.enqueue(
+            catalog, [("alt/shared", "us-east-1"), ("lab/m2", "us-east-1")], kind=JobKind.MULTIPLE
+        )
+    assert error.value.field == "deployment"
+    assert not _workflows(engine)  # all or nothing
+    with transaction(catalog) as session:
+        repo.find_deployment(session, "lab/m2").active = True
+        repo.find_deployment(session, "lab/m2").provider.active = True
+        assert recertify_targets(session) == [(deployment.id, "us-east-1")]
 
 
 def test_a_paused_region_stays_paused_when_the_api_first_enqueues_there(

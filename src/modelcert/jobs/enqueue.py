@@ -323,7 +323,14 @@ def _resolve(
     by_model: dict[str, list[_Found]] = {}
     if ids or model_ids:
         query = (
-            select(Deployment.id, Deployment.provider_model_id, Provider.slug, Provider.regions)
+            select(
+                Deployment.id,
+                Deployment.provider_model_id,
+                Provider.slug,
+                Provider.regions,
+                Deployment.active,
+                Provider.active,
+            )
             .join(Provider)
             .where(
                 or_(
@@ -334,7 +341,7 @@ def _resolve(
             .order_by(Deployment.id)
         )
         for row in session.execute(query):
-            found = _Found(row[0], row[1], row[2], list(row[3] or []))
+            found = _Found(row[0], row[1], row[2], list(row[3] or []), row[4], row[5])
             by_id[found.id] = found
             by_model.setdefault(found.model_id, []).append(found)
     # A slug names a provider when one of its deployments was read; whether the others
@@ -352,6 +359,17 @@ def _resolve(
     seen: set[tuple[int, str]] = set()
     for text_ref, region in refs:
         deployment = _find(text_ref, by_id, by_model, known_slugs)
+        if not (deployment.active and deployment.provider_active):
+            # Every way in (API, CLI, dashboard, schedule) comes through here.
+            why = (
+                f"provider {deployment.slug} is deactivated"
+                if not deployment.provider_active
+                else "deactivated"
+            )
+            raise UserError(
+                f"deployment {deployment.label} is not active ({why}): reactivate it to certify it",
+                field="deployment",
+            )
         if region not in deployment.regions:
             raise UserError(
                 f"region {region!r} is not served by provider {deployment.slug!r} "
@@ -370,6 +388,8 @@ class _Found:
     model_id: str
     slug: str
     regions: list[str]
+    active: bool = True
+    provider_active: bool = True
 
     @property
     def label(self) -> str:
@@ -472,18 +492,25 @@ def all_active_targets(
 
 
 def recertify_targets(session: Session, now: datetime | None = None) -> list[tuple[int, str]]:
-    """Certifications that expired, failed, errored or ran out of time."""
+    """Certifications that expired, failed, errored or ran out of time, of deployments
+    and providers still active."""
     now = now or utcnow()
-    query = select(Certification).where(
-        or_(
-            Certification.status.in_(
-                [
-                    CertificationStatus.FAILED.value,
-                    CertificationStatus.ERROR.value,
-                    CertificationStatus.INCOMPLETE.value,
-                ]
-            ),
-            Certification.expires_at <= now,
+    query = (
+        select(Certification)
+        .join(Deployment, Deployment.id == Certification.deployment_id)
+        .join(Provider, Provider.id == Deployment.provider_id)
+        .where(Deployment.active.is_(True), Provider.active.is_(True))
+        .where(
+            or_(
+                Certification.status.in_(
+                    [
+                        CertificationStatus.FAILED.value,
+                        CertificationStatus.ERROR.value,
+                        CertificationStatus.INCOMPLETE.value,
+                    ]
+                ),
+                Certification.expires_at <= now,
+            )
         )
     )
     return [(c.deployment_id, c.region) for c in session.scalars(query)]
