@@ -60,8 +60,10 @@ class Settings(BaseSettings):
         validation_alias=_env("MODELCERT_SHARED_PACING"),
         description=(
             "Workers pace a provider quota together once it answers 429: one schedule of "
-            "call starts and one learnt rate per quota, kept in the database "
-            "(quota_pacing). Off: each worker learns its own rate."
+            "call starts and one rate learnt from the 429s per quota, kept in the database "
+            "(`quota_pacing`, one UPDATE per call start while a quota is paced, nothing "
+            "before its first 429). `false`: each worker learns its own rate (N workers "
+            "then probe the quota N times over)."
         ),
     )
     worker_prefetch: int = Field(
