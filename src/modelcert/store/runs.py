@@ -312,11 +312,16 @@ def record_test(session: Session, run_id: int, position: int, result: TestResult
 
 
 def stored_result(session: Session, run_id: int, test_id: str) -> TestResult | None:
-    """A stored test back as the engine's TestResult (the row keeps all of it)."""
-    row = session.scalar(
-        select(TestResultRow).where(
-            TestResultRow.run_id == run_id, TestResultRow.test_id == test_id
+    """A stored test back as the engine's TestResult (the row keeps all of it). A Core
+    row, not an ORM object: read before every test step, on the worker's hot path."""
+    row = (
+        session.connection()
+        .execute(
+            select(TestResultRow.__table__).where(
+                TestResultRow.run_id == run_id, TestResultRow.test_id == test_id
+            )
         )
+        .first()
     )
     if row is None:
         return None
