@@ -31,12 +31,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.api import queries
 from modelcert.api.edges import STREAM_MAX_S, STREAM_RETRY_AFTER_S, StreamSlots
 from modelcert.api.schemas import JobSummaryOut
 from modelcert.certify.battery import plan_battery
 from modelcert.domain import Capabilities, CertificationStatus, JobStatus
 from modelcert.errors import NotFoundError, UserError
+from modelcert.jobs.job_summary import deployment_label, job_summary
 from modelcert.store.models import Certification, CertificationRun, Deployment, Job, TestResultRow
 from modelcert.store.outage import describe_outage, is_database_unavailable
 from modelcert.validation import ID_MAX
@@ -162,7 +162,7 @@ class JobProgress:
             self._closed |= finished
             if events:
                 events[-1] = (events[-1][0], self.cursor())
-            summary = queries.job_summary(session, self.job_id) if status in _FINISHED else None
+            summary = job_summary(session, self.job_id) if status in _FINISHED else None
         return [dict(event, id=event_id) for event, event_id in events], summary, self.cursor()
 
     def _resume_from(self, session: Session, cursor: Cursor) -> None:
@@ -217,9 +217,7 @@ class JobProgress:
         self.current += 1
         if run.deployment_id not in self._labels:
             deployment = session.get(Deployment, run.deployment_id)
-            self._labels[run.deployment_id] = (
-                queries.deployment_label(deployment) if deployment else ""
-            )
+            self._labels[run.deployment_id] = deployment_label(deployment) if deployment else ""
         return {
             "type": "progress",
             "current": self.current,

@@ -1,55 +1,80 @@
-"""What a job is doing: totals and one row per certification it asked for."""
+"""What a job is doing: totals and one row per certification it asked for (the API, the
+dashboard and the CLI show this one summary)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from modelcert.errors import NotFoundError
-from modelcert.store.models import Certification, CertificationRun, Job
+from modelcert.store.models import Certification, CertificationRun, Deployment, Job, TestResultRow
 
 
-def _iso(value: Any) -> str | None:
+def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def deployment_label(deployment: Deployment) -> str:
+    """`provider/model-id`, the name shown everywhere."""
+    return f"{deployment.provider.slug}/{deployment.provider_model_id}"
+
+
 def job_summary(session: Session, job_id: str) -> dict[str, Any]:
+    """A job's status and totals, and one row per (deployment, region) it asked for: its
+    latest run in this job (with the tests stored so far), or, before any run, the
+    current certification's status.
+
+    Each row is named from its own run's deployment (or the certification's): the
+    current certification row of a pair points at the latest job only, so a job whose
+    pair was certified again later still has its names."""
     job = session.get(Job, job_id)
     if job is None:
         raise NotFoundError(f"unknown job {job_id!r}", field="jobId")
     rows: dict[tuple[int, str], dict[str, Any]] = {}
-    for cert in session.scalars(select(Certification).where(Certification.job_id == job_id)):
+    certifications = session.execute(
+        select(Certification, Deployment)
+        .join(Deployment, Deployment.id == Certification.deployment_id)
+        .where(Certification.job_id == job_id)
+    )
+    for cert, deployment in certifications:
         rows[(cert.deployment_id, cert.region)] = {
             "deploymentId": cert.deployment_id,
-            "deployment": f"{cert.deployment.provider.slug}/{cert.deployment.provider_model_id}",
+            "deployment": deployment_label(deployment),
             "region": cert.region,
             "status": cert.status,
             "runId": None,
+            "testsDone": 0,
         }
-    runs = session.scalars(
-        select(CertificationRun)
+    counted = session.execute(
+        select(TestResultRow.run_id, func.count())
+        .join(CertificationRun, CertificationRun.id == TestResultRow.run_id)
+        .where(CertificationRun.job_id == job_id)
+        .group_by(TestResultRow.run_id)
+    )
+    done = {run_id: int(count) for run_id, count in counted}
+    runs = session.execute(
+        select(CertificationRun, Deployment)
+        .join(Deployment, CertificationRun.deployment_id == Deployment.id)
         .where(CertificationRun.job_id == job_id)
         .order_by(CertificationRun.id)
     )
-    for run in runs:
-        row = rows.setdefault(
-            (run.deployment_id, run.region),
-            {
-                "deploymentId": run.deployment_id,
-                "deployment": None,
-                "region": run.region,
-            },
-        )
+    for run, deployment in runs:
+        row = rows.setdefault((run.deployment_id, run.region), {})
         row.update(
             {
+                "deploymentId": run.deployment_id,
+                "deployment": deployment_label(deployment),
+                "region": run.region,
                 "status": run.status,
                 "runId": run.id,
                 "rating": run.rating,
                 "badge": run.badge,
                 "testsPassed": run.tests_passed,
                 "testsTotal": run.tests_total,
+                "testsDone": done.get(run.id, 0),
                 "errorCategory": run.error_category,
                 "errorMessage": run.error_message,
                 "executorId": run.executor_id,

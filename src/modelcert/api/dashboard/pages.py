@@ -16,6 +16,7 @@ from modelcert.api.deps import FactoryDep, SessionDep, SettingsDep
 from modelcert.domain import CertificationStatus, JobStatus
 from modelcert.errors import UserError
 from modelcert.jobs.control import paused_regions
+from modelcert.jobs.job_summary import job_summary
 from modelcert.store.models import utcnow
 from modelcert.validation import (
     FormDay,
@@ -162,7 +163,7 @@ def job(job_id: JobId, request: Request, login: LoginDep, session: SessionDep) -
     """A job: its certifications, each run's tests, the timeline; live while it runs."""
     try:
         found = queries.require_job(session, job_id)
-        summary = queries.job_summary(session, job_id)
+        summary = job_summary(session, job_id)
     except UserError as exc:
         return error_page(request, login, 404, exc.message)
     runs = data.job_runs(session, job_id)

@@ -37,6 +37,7 @@ from modelcert.domain import JobKind, Priority
 from modelcert.errors import NotFoundError, UserError
 from modelcert.jobs.cancel import cancel_job
 from modelcert.jobs.enqueue import Enqueuer, EnqueueResult, all_active_targets, recertify_targets
+from modelcert.jobs.job_summary import job_summary
 from modelcert.store.auth_models import ApiKey
 from modelcert.validation import JobId
 
@@ -225,7 +226,7 @@ def recertify(
 )
 def get_job(job_id: JobIdPath, session: SessionDep, _viewer: CurrentKey) -> JobSummaryOut:
     """A job's status, totals and one row per certification."""
-    return JobSummaryOut.model_validate(queries.job_summary(session, job_id))
+    return JobSummaryOut.model_validate(job_summary(session, job_id))
 
 
 @router.delete(
