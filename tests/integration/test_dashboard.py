@@ -21,7 +21,7 @@ from modelcert.domain import JobKind, Priority
 from modelcert.jobs.enqueue import Enqueuer
 from modelcert.jobs.queues import dbos_table, queue_name
 from modelcert.settings import Settings
-from modelcert.store import api_keys, repo
+from modelcert.store import api_keys, audit, repo
 from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, Job
@@ -84,6 +84,13 @@ def operator(client: TestClient, catalog: sessionmaker[Session]) -> str:
     """Logs the client in as an operator; returns the session's CSRF token."""
     log_in(client, new_key(catalog, "ops", Role.operator))
     return csrf_of(client.get(f"{D}/").text)
+
+
+def audited(factory: sessionmaker[Session]) -> list[tuple[str, str, str, str]]:
+    """The audit log, oldest first: (action, target, actor, interface)."""
+    with factory() as session:
+        found = audit.entries(session)
+    return [(e.action, e.target, e.actor, e.interface) for e in reversed(found)]
 
 
 def enqueue(
@@ -230,6 +237,11 @@ def test_pause_and_resume_a_region_durably(
             {"n": name},
         ).one()
     assert limits[0] == queue_settings.region_concurrency and limits[1] > 0
+    # Audited as any interface's actions are: who, from the dashboard, what (changes only).
+    assert audited(catalog) == [
+        ("region.pause", "eu-west-1", "ops", "dashboard"),
+        ("region.resume", "eu-west-1", "ops", "dashboard"),
+    ]
 
 
 def test_change_the_priority_of_a_queued_job_then_cancel_it(
@@ -271,6 +283,10 @@ def test_change_the_priority_of_a_queued_job_then_cancel_it(
     assert 'id="job-status"><span class="status status-cancelled">CANCELLED' in page.text
     again = client.post(f"{D}/jobs/{job_id}/cancel", data={"csrf_token": operator})
     assert "is already CANCELLED" in client.get(again.headers["location"]).text
+    assert audited(catalog) == [
+        ("job.priority", job_id, "ops", "dashboard"),
+        ("job.cancel", job_id, "ops", "dashboard"),
+    ]
 
 
 def test_job_filters(

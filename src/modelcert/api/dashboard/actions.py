@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from modelcert.api import queries
+from modelcert.api import operations, queries
 from modelcert.api.dashboard.sessions import Login
 from modelcert.api.dashboard.web import (
     PREFIX,
@@ -22,8 +22,6 @@ from modelcert.api.dashboard.web import (
 from modelcert.api.deps import EnqueuerDep, FactoryDep, SettingsDep
 from modelcert.domain import JobKind, Priority
 from modelcert.errors import UserError
-from modelcert.jobs import control
-from modelcert.jobs.cancel import cancel_job
 from modelcert.jobs.enqueue import EnqueueResult, all_active_targets
 from modelcert.store.db import transaction
 from modelcert.validation import JobId, RegionName, RowId
@@ -46,6 +44,11 @@ async def _attempt(
     except UserError as exc:
         return redirect_with_flash(request, back(), exc.message, "error")
     return redirect_with_flash(request, back(), message)
+
+
+def _actor(login: Login) -> operations.Actor:
+    """Who acts, for the audit log: the signed-in API key's name, from the dashboard."""
+    return operations.Actor(login.key_name, "dashboard")
 
 
 def _priority(form: dict[str, str], default: Priority) -> Priority:
@@ -78,17 +81,8 @@ async def retry_failed(
 
     def retry() -> str:
         nonlocal back
-        with transaction(factory) as session:
-            targets = control.failed_targets(session, job_id)
-        if not targets:
-            raise UserError(f"job {job_id} has no failed certification to retry", field="jobId")
-        result = enqueuer.enqueue(
-            factory,
-            targets,
-            kind=JobKind.SINGLE if len(targets) == 1 else JobKind.MULTIPLE,
-            priority=_priority(form, Priority.NORMAL),
-            created_by=login.key_name,
-            scope=control.retry_scope(job_id, targets),
+        result = operations.retry_failed(
+            factory, enqueuer, _actor(login), job_id, _priority(form, Priority.NORMAL)
         )
         if result.job_id is not None:
             back = f"{PREFIX}/jobs/{result.job_id}"
@@ -111,7 +105,7 @@ async def cancel(
         return refused
 
     def run() -> str:
-        count = cancel_job(factory, enqueuer.client, job_id)
+        count = operations.cancel_job(factory, enqueuer.client, _actor(login), job_id)
         return f"Job {job_id} cancelled ({count} unfinished certification(s) stopped)."
 
     return await _attempt(request, lambda: f"{PREFIX}/jobs/{job_id}", run)
@@ -128,8 +122,7 @@ async def change_priority(
 
     def run() -> str:
         priority = _priority(form, Priority.NORMAL)
-        with transaction(factory) as session:
-            count = control.set_job_priority(session, job_id, priority)
+        count = operations.set_priority(factory, _actor(login), job_id, priority)
         return f"Job {job_id}: {count} queued certification(s) now have {priority} priority."
 
     return await _attempt(request, lambda: f"{PREFIX}/jobs/{job_id}", run)
@@ -215,9 +208,7 @@ async def pause(
             served = {r for p in queries.active_providers(session) for r in p.regions}
         if region not in served:
             raise UserError(f"unknown region {region!r}", field="region")
-        changed = control.pause_region(
-            factory, enqueuer.client, settings, region, paused_by=login.key_name
-        )
+        changed = operations.pause_region(factory, enqueuer.client, settings, _actor(login), region)
         if not changed:
             return f"Region {region} was already paused."
         return f"Region {region} paused: queued certifications wait until it is resumed."
@@ -240,7 +231,7 @@ async def resume(
         return refused
 
     def run() -> str:
-        if not control.resume_region(factory, enqueuer.client, settings, region):
+        if not operations.resume_region(factory, enqueuer.client, settings, _actor(login), region):
             return f"Region {region} was not paused."
         return f"Region {region} resumed."
 
