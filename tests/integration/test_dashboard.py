@@ -8,6 +8,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import date, timedelta
 from html import unescape
 
 import pytest
@@ -242,6 +243,20 @@ def test_pause_and_resume_a_region_durably(
         ("region.pause", "eu-west-1", "ops", "dashboard"),
         ("region.resume", "eu-west-1", "ops", "dashboard"),
     ]
+    # The audit page, its form sent as a browser sends it (empty fields included).
+    today = date.today()
+    empty = {"actor": "", "action": "", "date_from": "", "date_to": ""}
+    page = client.get(f"{D}/audit", params=empty)
+    assert page.status_code == 200
+    assert page.text.count("<td>region.") == 2 and "<td>dashboard</td>" in page.text
+    narrowed = client.get(
+        f"{D}/audit", params={**empty, "action": "region.pause", "date_from": str(today)}
+    )
+    assert narrowed.text.count("<td>region.") == 1
+    before = client.get(f"{D}/audit", params={**empty, "date_to": str(today - timedelta(days=1))})
+    assert "<td>region." not in before.text and "No action recorded matches" in before.text
+    bad = client.get(f"{D}/audit", params={"date_from": "soon"})
+    assert bad.status_code == 422 and bad.json()["field"] == "date_from"
 
 
 def test_change_the_priority_of_a_queued_job_then_cancel_it(
