@@ -479,3 +479,45 @@ def test_a_stream_cursor_round_trips_and_a_forged_one_stays_small() -> None:
         with pytest.raises(UserError) as refused:
             sse.Cursor.parse(forged)
         assert refused.value.field == "Last-Event-ID", forged
+
+
+# Run comparison (issue 12, item 4): from a run's page and by URL
+
+
+def test_two_runs_compared_test_by_test_from_the_run_page_and_by_url(
+    client: TestClient, catalog: sessionmaker[Session]
+) -> None:
+    job = new_job(catalog, 4)
+    first = store_run(
+        catalog, job, "aurora-fast", "us-east-1", [passed("chat", 100.0), passed("json")]
+    )
+    second = store_run(
+        catalog, job, "aurora-fast", "us-east-1",
+        [passed("chat", 250.0), failed("json", ErrorCategory.TIMEOUT)],
+    )  # fmt: skip
+    other_region = store_run(catalog, job, "aurora-fast", "eu-west-1", [passed("chat")])
+    other_model = store_run(catalog, job, "haze-empty", "us-east-1", [passed("chat")])
+
+    run_page = client.get(f"{D}/runs/{second}").text
+    assert f'href="{D}/runs/compare?b={second}" id="compare-previous"' in run_page
+    # The link's target: the run before it, same deployment, same region.
+    page = client.get(f"{D}/runs/compare", params={"b": second})
+    assert page.status_code == 200
+    text = text_of(page.text)
+    assert f"run #{first}" in text and f"#{second}" in text
+    assert "2 test(s) differ" in text  # chat (latency) and json (outcome)
+    assert "PASSED → FAILED" in text and "TIMEOUT" in text  # json: outcome and category
+    assert "100 ms → 250 ms (+150 ms)" in text  # chat: latency and its delta
+    assert 'id="test-json" class="changed"' in page.text
+    assert 'id="test-chat"' in page.text and 'id="test-chat" class="changed"' in page.text
+
+    # By URL, as the form sends it: the same deployment in another region is comparable.
+    across = client.get(f"{D}/runs/compare", params={"a": str(other_region), "b": str(second)})
+    assert across.status_code == 200 and "(eu-west-1)" in across.text
+    blank_a = client.get(f"{D}/runs/compare", params={"a": "", "b": str(second)})
+    assert blank_a.status_code == 200  # an empty field: the run before B
+    refused = client.get(f"{D}/runs/compare", params={"a": other_model, "b": second})
+    assert refused.status_code == 400 and "compare two runs of one deployment" in refused.text
+    assert client.get(f"{D}/runs/compare", params={"b": first}).status_code == 404  # the first
+    assert client.get(f"{D}/runs/compare", params={"b": 999_999}).status_code == 404
+    assert client.get(f"{D}/runs/compare", params={"b": "x"}).json()["field"] == "b"

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from modelcert.api.dashboard import actions, audit_page, login, pages
+from modelcert.api.dashboard import actions, audit_page, compare_page, login, pages
 from modelcert.api.dashboard.web import PREFIX
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 router.include_router(login.router)
+# Before pages: /runs/compare must not be taken for /runs/{run_id}.
+router.include_router(compare_page.router)
 router.include_router(pages.router)
 router.include_router(actions.router)
 router.include_router(audit_page.router)
