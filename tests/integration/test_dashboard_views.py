@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from html import unescape
 
 import pytest
@@ -521,3 +521,44 @@ def test_two_runs_compared_test_by_test_from_the_run_page_and_by_url(
     assert client.get(f"{D}/runs/compare", params={"b": first}).status_code == 404  # the first
     assert client.get(f"{D}/runs/compare", params={"b": 999_999}).status_code == 404
     assert client.get(f"{D}/runs/compare", params={"b": "x"}).json()["field"] == "b"
+
+
+# Export (issue 12, item 5): from the dashboard, as its form sends it
+
+
+def test_run_history_exports_from_the_dashboard_as_csv_and_json(
+    client: TestClient, catalog: sessionmaker[Session]
+) -> None:
+    job = new_job(catalog, 3)
+    store_run(catalog, job, "aurora-fast", "us-east-1", [passed("chat"), passed("json")])
+    store_run(catalog, job, "aurora-fast", "eu-west-1", [passed("chat")])
+    store_run(
+        catalog, job, "haze-empty", "us-east-1", [failed("chat", ErrorCategory.QUALITY_ISSUE)]
+    )
+    form = client.get(f"{D}/export")
+    assert form.status_code == 200 and 'id="export-form"' in form.text
+    sent = {
+        "download": "true", "kind": "runs", "format": "csv",
+        "date_from": "", "date_to": "", "deployment": "", "region": "",
+    }  # fmt: skip
+    runs = client.get(f"{D}/export", params=sent)
+    assert runs.status_code == 200 and runs.headers["content-type"].startswith("text/csv")
+    assert "attachment" in runs.headers["content-disposition"]
+    lines = runs.text.strip().splitlines()
+    assert len(lines) == 1 + 3 and lines[0].startswith("run_id,")
+    today = str(datetime.now(UTC).date())
+    tests = client.get(
+        f"{D}/export",
+        params={**sent, "kind": "tests", "format": "json", "deployment": "sim/aurora-fast",
+                "region": "us-east-1", "date_from": today, "date_to": today},
+    )  # fmt: skip
+    document = tests.json()
+    assert [row["test_id"] for row in document["rows"]] == ["chat", "json"]
+    assert document["truncated"] is False
+    backwards = client.get(
+        f"{D}/export", params={**sent, "date_from": today, "date_to": "2020-01-01"}
+    )
+    assert backwards.status_code == 400 and "end date" in backwards.text
+    unknown = client.get(f"{D}/export", params={**sent, "deployment": "sim/nope"})
+    assert unknown.status_code == 404
+    assert client.get(f"{D}/export", params={**sent, "kind": "all"}).json()["field"] == "kind"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from modelcert.api.dashboard import actions, audit_page, compare_page, login, pages
+from modelcert.api.dashboard import actions, audit_page, compare_page, export_page, login, pages
 from modelcert.api.dashboard.web import PREFIX
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -16,5 +16,6 @@ router.include_router(compare_page.router)
 router.include_router(pages.router)
 router.include_router(actions.router)
 router.include_router(audit_page.router)
+router.include_router(export_page.router)
 
 __all__ = ["router"]
