@@ -4,8 +4,8 @@ Starts `modelcert demo --serve` on a temporary SQLite file (the API and worker p
 certify the SIMULATED demo catalog), logs in to the dashboard with the operator key the
 demo prints, and saves every page as seen by Debian's headless Chromium
 (/usr/bin/chromium, /usr/bin/chromedriver): the overview, the matrix (whole and filtered
-to failures), a certification's history, a failed run, the jobs list, a failed job and
-the API's /docs; then the overview and the matrix in dark mode and the overview, the
+to failures), a certification's history, a failed run, the jobs list, a failed job, the
+export and audit pages and the API's /docs; then the overview and the matrix in dark mode and the overview, the
 matrix and the job at 800 px wide.
 
     .venv/bin/python scripts/dashboard_screenshots.py [--out docs/screenshots]
@@ -93,6 +93,10 @@ def main() -> None:
             shot("job-failure")
             driver.get(f"{base}/jobs")
             shot("jobs")
+            driver.get(f"{base}/export")
+            shot("export")
+            driver.get(f"{base}/audit")
+            shot("audit")
             driver.get(f"http://127.0.0.1:{port}/docs")
             time.sleep(2.0)  # Swagger UI renders from its own files
             shot("api-docs")

@@ -499,7 +499,9 @@ def test_two_runs_compared_test_by_test_from_the_run_page_and_by_url(
     other_model = store_run(catalog, job, "haze-empty", "us-east-1", [passed("chat")])
 
     run_page = client.get(f"{D}/runs/{second}").text
-    assert f'href="{D}/runs/compare?b={second}" id="compare-previous"' in run_page
+    link = f'href="{D}/runs/compare?a={first}&b={second}" id="compare-previous"'
+    assert link in run_page
+    assert "nothing earlier to compare" in client.get(f"{D}/runs/{first}").text
     # The link's target: the run before it, same deployment, same region.
     page = client.get(f"{D}/runs/compare", params={"b": second})
     assert page.status_code == 200

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BeforeValidator
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from modelcert.api.dashboard.web import LoginDep, error_page, render
 from modelcert.api.deps import SessionDep
@@ -27,6 +28,20 @@ def _blank_is_none(value: object) -> object:
 FormRunId = Annotated[RowId | None, BeforeValidator(_blank_is_none)]
 
 
+def run_before(session: Session, run: CertificationRun) -> int | None:
+    """The id of the run before `run` of the same deployment in the same region."""
+    return session.scalar(
+        select(CertificationRun.id)
+        .where(
+            CertificationRun.deployment_id == run.deployment_id,
+            CertificationRun.region == run.region,
+            CertificationRun.id < run.id,
+        )
+        .order_by(CertificationRun.id.desc())
+        .limit(1)
+    )
+
+
 @router.get("/runs/compare", response_class=HTMLResponse)
 def compare(
     request: Request,
@@ -41,16 +56,7 @@ def compare(
         later = session.get(CertificationRun, b)
         if later is None:
             return error_page(request, login, 404, f"unknown run {b}", "b")
-        a = session.scalar(
-            select(CertificationRun.id)
-            .where(
-                CertificationRun.deployment_id == later.deployment_id,
-                CertificationRun.region == later.region,
-                CertificationRun.id < b,
-            )
-            .order_by(CertificationRun.id.desc())
-            .limit(1)
-        )
+        a = run_before(session, later)
         if a is None:
             return error_page(
                 request, login, 404, f"run {b} is the first of its deployment in its region", "a"

@@ -11,6 +11,7 @@ from pydantic import BeforeValidator, Field
 
 from modelcert.api import queries, sse
 from modelcert.api.dashboard import data
+from modelcert.api.dashboard.compare_page import run_before
 from modelcert.api.dashboard.web import HERE, LoginDep, error_page, render
 from modelcert.api.deps import FactoryDep, SessionDep, SettingsDep
 from modelcert.domain import CertificationStatus, JobStatus
@@ -126,6 +127,7 @@ def run(run_id: RowId, request: Request, login: LoginDep, session: SessionDep) -
     return render(
         request, login, "run.html", page="matrix", run=found, deployment=deployment,
         label=data.label(deployment), answered=data.answered_latency(found.tests),
+        run_before=run_before(session, found),
     )  # fmt: skip
 
 
