@@ -5,8 +5,8 @@ certify the SIMULATED demo catalog), logs in to the dashboard with the operator 
 demo prints, and saves every page as seen by Debian's headless Chromium
 (/usr/bin/chromium, /usr/bin/chromedriver): the overview, the matrix (whole and filtered
 to failures), a certification's history, a failed run, the jobs list, a failed job, the
-export and audit pages and the API's /docs; then the overview and the matrix in dark mode and the overview, the
-matrix and the job at 800 px wide.
+export and audit pages and the API's /docs; then the overview and the matrix in dark mode
+and the overview, the matrix and the job at 800 px wide.
 
     .venv/bin/python scripts/dashboard_screenshots.py [--out docs/screenshots]
 """
