@@ -79,11 +79,6 @@ def run_command(args: Sequence[str]) -> int:
     """Run one command line; its exit code. Anything a user can cause (a bad option, a bad
     setting, bad input, a database that is missing or out of reach) is one `error:` line
     on stderr and exit code 2; anything else is a bug, and keeps its traceback."""
-    for position, arg in enumerate(args, 1):
-        # No database stores a NUL in text (PostgreSQL refuses it): refused here, for
-        # every command and option, before anything reads it.
-        if "\x00" in arg:
-            return _error(f"argument {position} contains a NUL character")
     try:
         result = app(args=list(args), prog_name="modelcert", standalone_mode=False)
     except NoArgsIsHelpError as exc:  # `modelcert` or a group alone: its help
