@@ -19,6 +19,7 @@ from modelcert.api.routes import metrics as metrics_routes
 from modelcert.api.routes import operator as operator_routes
 from modelcert.api.routes import reports as report_routes
 from modelcert.api.routes import runs as run_routes
+from modelcert.api.routes import trends as trend_routes
 from modelcert.settings import Settings, get_settings
 from modelcert.store import db
 
@@ -79,4 +80,6 @@ def create_app(
     app.include_router(metrics_routes.router)
     app.include_router(operator_routes.router)
     app.include_router(run_routes.router)
+    app.include_router(trend_routes.router)
+    app.include_router(trend_routes.dashboard_router)
     return app

@@ -1,0 +1,323 @@
+"""How a deployment has behaved in a region over time: latency and TTFT percentiles, pass
+rate and verdicts, per time bucket, from the stored runs and their test results.
+
+The range is one of `RANGES` (24h, 7d, 30d, 90d); each has a bucket width chosen so that a
+series has at most 30 points whatever the range (a 90 d range is 30 buckets of 3 days), so
+an answer stays small however often the pair is re-certified. A run belongs to the bucket
+its `started_at` falls in; the range ends at `now` (given, so that tests inject time).
+
+Percentiles are computed here, in Python, from the latencies the query streams
+(`percentile`: linear interpolation between the closest ranks, numpy's default), so that
+SQLite and PostgreSQL give the same numbers: SQLite has no percentile function, and
+PostgreSQL's `percentile_cont` would be a second implementation to keep equal.
+
+Pass rate is what the verdict uses: passed / (passed + failed) tests; skipped and not-run
+tests are not executed and count for neither. Latency and TTFT are of every test that has
+one (a failed test that answered slowly is still a slow answer).
+
+`cell_series` is the matrix's cheap variant: per deployment × region, a pass rate per
+bucket from the runs' summary columns only (no test rows), for sparklines."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from modelcert.domain import TestOutcome
+from modelcert.errors import UserError
+from modelcert.store.models import CertificationRun, Deployment, Provider, TestResultRow
+
+SCHEMA = "modelcert.trends/1"
+
+
+@dataclass(frozen=True)
+class Range:
+    span: timedelta
+    bucket: timedelta
+
+    @property
+    def buckets(self) -> int:
+        return math.ceil(self.span / self.bucket)
+
+
+RANGES: dict[str, Range] = {
+    "24h": Range(timedelta(hours=24), timedelta(hours=1)),
+    "7d": Range(timedelta(days=7), timedelta(hours=6)),
+    "30d": Range(timedelta(days=30), timedelta(days=1)),
+    "90d": Range(timedelta(days=90), timedelta(days=3)),
+}
+DEFAULT_RANGE = "7d"
+
+
+def parse_range(text: str, field_name: str = "range") -> Range:
+    """The `Range` named `text`; a `UserError` naming `field_name` otherwise."""
+    found = RANGES.get(text.strip().lower())
+    if found is None:
+        raise UserError(
+            f"{field_name} {text!r} is not one of {', '.join(RANGES)}", field=field_name
+        )
+    return found
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0-100) of `values`, by linear interpolation between the closest
+    ranks (numpy's default, "linear"); None when there is no value."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    value = ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    return round(value, 3)
+
+
+@dataclass
+class _Acc:
+    """What one bucket (or the whole range) has seen."""
+
+    runs: int = 0
+    latencies: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    passed: int = 0
+    failed: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+    last_status: str | None = None
+    last_at: datetime | None = None
+
+    def add_run(self, status: str, started_at: datetime) -> None:
+        self.runs += 1
+        self.verdicts[status] = self.verdicts.get(status, 0) + 1
+        if self.last_at is None or started_at >= self.last_at:
+            self.last_at, self.last_status = started_at, status
+
+    def add_test(self, outcome: str | None, latency: float | None, ttft: float | None) -> None:
+        if outcome == TestOutcome.PASSED:
+            self.passed += 1
+        elif outcome == TestOutcome.FAILED:
+            self.failed += 1
+        if latency is not None:
+            self.latencies.append(latency)
+        if ttft is not None:
+            self.ttfts.append(ttft)
+
+    def view(self) -> dict[str, Any]:
+        executed = self.passed + self.failed
+        return {
+            "runs": self.runs,
+            "latencyP50Ms": percentile(self.latencies, 50),
+            "latencyP95Ms": percentile(self.latencies, 95),
+            "ttftP50Ms": percentile(self.ttfts, 50),
+            "ttftP95Ms": percentile(self.ttfts, 95),
+            "testsPassed": self.passed,
+            "testsFailed": self.failed,
+            "passRate": round(self.passed / executed * 100, 2) if executed else None,
+            "verdicts": dict(sorted(self.verdicts.items())),
+            "lastStatus": self.last_status,
+        }
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def bucket_starts(window: Range, now: datetime) -> list[datetime]:
+    """The start of every bucket of the range ending at `now`, oldest first."""
+    start = now - window.span
+    return [start + window.bucket * i for i in range(window.buckets)]
+
+
+def _bucket_index(window: Range, start: datetime, at: datetime) -> int:
+    index = int((at - start) / window.bucket)
+    return min(max(index, 0), window.buckets - 1)
+
+
+def series(
+    session: Session, deployment_id: int, region: str, range_name: str, *, now: datetime
+) -> dict[str, Any]:
+    """The trend of one deployment in one region over `range_name`, ending at `now`."""
+    window = parse_range(range_name)
+    start = now - window.span
+    deployment = session.get(Deployment, deployment_id)
+    label = (
+        f"{deployment.provider.slug}/{deployment.provider_model_id}"
+        if deployment is not None
+        else None
+    )
+    buckets = [_Acc() for _ in range(window.buckets)]
+    total = _Acc()
+    seen: set[int] = set()
+    rows = session.execute(
+        select(
+            CertificationRun.id,
+            CertificationRun.started_at,
+            CertificationRun.status,
+            TestResultRow.outcome,
+            TestResultRow.latency_ms,
+            TestResultRow.ttft_ms,
+        )
+        .outerjoin(TestResultRow, TestResultRow.run_id == CertificationRun.id)
+        .where(
+            CertificationRun.deployment_id == deployment_id,
+            CertificationRun.region == region,
+            CertificationRun.started_at >= start,
+            CertificationRun.started_at < now,
+        )
+        .execution_options(yield_per=2_000)
+    )
+    for run_id, started_at, status, outcome, latency, ttft in rows:
+        if started_at is None:  # never, by the WHERE; for the type checker
+            continue
+        acc = buckets[_bucket_index(window, start, started_at)]
+        if run_id not in seen:
+            seen.add(run_id)
+            acc.add_run(status, started_at)
+            total.add_run(status, started_at)
+        acc.add_test(outcome, latency, ttft)
+        total.add_test(outcome, latency, ttft)
+    return {
+        "schema": SCHEMA,
+        "deploymentId": deployment_id,
+        "deployment": label,
+        "region": region,
+        "range": range_name.strip().lower(),
+        "since": _iso(start),
+        "until": _iso(now),
+        "bucketSeconds": int(window.bucket.total_seconds()),
+        "summary": total.view(),
+        "buckets": [
+            {"start": _iso(at), **acc.view()}
+            for at, acc in zip(bucket_starts(window, now), buckets, strict=True)
+        ],
+    }
+
+
+# --- the matrix's sparklines ------------------------------------------------------------
+
+
+def cell_series(
+    session: Session,
+    range_name: str,
+    *,
+    now: datetime,
+    deployment_ids: Iterable[int] | None = None,
+) -> dict[str, Any]:
+    """Per deployment × region (key `"<id>@<region>"`): the pass rate of each bucket (None
+    where no run executed a test) and the last verdict, from the runs' summary columns."""
+    window = parse_range(range_name)
+    start = now - window.span
+    query = select(
+        CertificationRun.deployment_id,
+        CertificationRun.region,
+        CertificationRun.started_at,
+        CertificationRun.status,
+        CertificationRun.tests_passed,
+        CertificationRun.tests_failed,
+    ).where(CertificationRun.started_at >= start, CertificationRun.started_at < now)
+    if deployment_ids is not None:
+        query = query.where(CertificationRun.deployment_id.in_(list(deployment_ids)))
+    cells: dict[str, list[_Acc]] = {}
+    for deployment_id, region, started_at, status, passed, failed in session.execute(
+        query.execution_options(yield_per=5_000)
+    ):
+        if started_at is None:
+            continue
+        accs = cells.setdefault(
+            f"{deployment_id}@{region}", [_Acc() for _ in range(window.buckets)]
+        )
+        acc = accs[_bucket_index(window, start, started_at)]
+        acc.add_run(status, started_at)
+        acc.passed += passed or 0
+        acc.failed += failed or 0
+    return {
+        "schema": SCHEMA,
+        "range": range_name.strip().lower(),
+        "since": _iso(start),
+        "until": _iso(now),
+        "bucketSeconds": int(window.bucket.total_seconds()),
+        "cells": {
+            key: {
+                "passRate": [acc.view()["passRate"] for acc in accs],
+                "runs": sum(acc.runs for acc in accs),
+                "lastStatus": _last_status(accs),
+            }
+            for key, accs in sorted(cells.items())
+        },
+    }
+
+
+def _last_status(accs: Sequence[_Acc]) -> str | None:
+    for acc in reversed(accs):
+        if acc.last_status is not None:
+            return acc.last_status
+    return None
+
+
+# --- the API's Prometheus series --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairTrend:
+    deployment: str
+    region: str
+    latency_p95_ms: float | None
+    pass_rate: float | None  # percent
+    runs: int
+
+
+def recent_pairs(
+    session: Session, *, now: datetime, span: timedelta, limit: int
+) -> tuple[list[PairTrend], int]:
+    """Latency p95 and pass rate over `span` of every deployment × region that ran in it,
+    at most `limit` pairs (those run most recently first); and how many pairs ran."""
+    start = now - span
+    last_runs: dict[tuple[int, str], datetime] = {}
+    for deployment_id, region, started_at in session.execute(
+        select(CertificationRun.deployment_id, CertificationRun.region, CertificationRun.started_at)
+        .where(CertificationRun.started_at >= start, CertificationRun.started_at < now)
+        .execution_options(yield_per=5_000)
+    ):
+        if started_at is None:
+            continue
+        key = (deployment_id, region)
+        if key not in last_runs or started_at > last_runs[key]:
+            last_runs[key] = started_at
+    kept = sorted(last_runs, key=lambda key: (-last_runs[key].timestamp(), key))[:limit]
+    found: list[PairTrend] = []
+    for deployment_id, region in sorted(kept):
+        run_ids: set[int] = set()
+        total = _Acc()
+        for run_id, outcome, latency in session.execute(
+            select(CertificationRun.id, TestResultRow.outcome, TestResultRow.latency_ms)
+            .outerjoin(TestResultRow, TestResultRow.run_id == CertificationRun.id)
+            .where(
+                CertificationRun.deployment_id == deployment_id,
+                CertificationRun.region == region,
+                CertificationRun.started_at >= start,
+                CertificationRun.started_at < now,
+            )
+        ):
+            run_ids.add(run_id)
+            total.add_test(outcome, latency, None)
+        view = total.view()
+        label = session.execute(
+            select(Provider.slug, Deployment.provider_model_id)
+            .join(Deployment, Deployment.provider_id == Provider.id)
+            .where(Deployment.id == deployment_id)
+        ).one()
+        found.append(
+            PairTrend(
+                f"{label[0]}/{label[1]}",
+                region,
+                view["latencyP95Ms"],
+                view["passRate"],
+                len(run_ids),
+            )
+        )
+    return found, len(last_runs)
