@@ -75,6 +75,13 @@ def _error(message: str) -> int:
     return 2
 
 
+def _is_nul_refused(exc: BaseException) -> bool:
+    """PostgreSQL's (psycopg's) refusal of a NUL character in a text parameter."""
+    from sqlalchemy.exc import DataError
+
+    return isinstance(exc, DataError) and "NUL (0x00)" in str(exc.orig)
+
+
 def run_command(args: Sequence[str]) -> int:
     """Run one command line; its exit code. Anything a user can cause (a bad option, a bad
     setting, bad input, a database that is missing or out of reach) is one `error:` line
@@ -109,6 +116,11 @@ def run_command(args: Sequence[str]) -> int:
                 where = ".".join(str(part) for part in problem["loc"]) or exc.title
                 problems.append(f"{where}: {problem['msg'].removeprefix('Value error, ')}")
             return _error("; ".join(problems))
+        # The options' own validation refuses control characters with a message naming
+        # the option; this is the net under it for one that reaches PostgreSQL unchecked
+        # (it refuses NUL in text), so that it stays a user's error, not a traceback.
+        if _is_nul_refused(exc):
+            return _error("an argument holds a NUL character, which text cannot contain")
         # The database out of reach is not a bug: say which one, no traceback. Anything
         # else is one, and keeps its traceback.
         if not is_database_unavailable(exc):

@@ -116,6 +116,10 @@ def audit_command(
     from modelcert.store import audit, db
 
     start, end = audit_window(since, until)
+    if actor is not None:  # the dashboard's and the API's filter type (PostgreSQL refuses NUL)
+        from modelcert.validation import SearchText
+
+        actor = validated(SearchText, actor, "--actor")
     if action is not None:
         kinds = {a.split(".")[0] for a in audit.ACTIONS}
         if action not in audit.ACTIONS and action not in kinds:
