@@ -4,8 +4,10 @@ Starts `modelcert demo --serve` on a temporary SQLite file (the API and worker p
 certify the SIMULATED demo catalog), logs in to the dashboard with the operator key the
 demo prints, and saves every page as seen by Debian's headless Chromium
 (/usr/bin/chromium, /usr/bin/chromedriver): the overview, the matrix (whole and filtered
-to failures), a certification's history, a failed run, the jobs list, a failed job, the
-export and audit pages and the API's /docs; then the overview and the matrix in dark mode
+to failures), a certification's history, a failed run, a failed job, a deployment's
+trends and a comparison of its runs (after two re-certifications from its page), the jobs
+list, the export page, the audit log (after a region paused and resumed) and the API's
+/docs; then the overview and the matrix in dark mode
 and the overview, the matrix and the job at 800 px wide.
 
     .venv/bin/python scripts/dashboard_screenshots.py [--out docs/screenshots]
@@ -58,6 +60,20 @@ def start_demo(workdir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
     raise SystemExit(f"the demo exited ({demo.wait()}) without printing its key")
 
 
+def wait_for_job(driver: object, timeout: float = 120) -> None:
+    """On the job's page an action lands on, until the job has finished."""
+    deadline = time.monotonic() + timeout
+    time.sleep(0.5)
+    job = driver.current_url  # type: ignore[attr-defined]
+    while time.monotonic() < deadline:
+        driver.get(job)  # type: ignore[attr-defined]
+        status = driver.find_element(By.ID, "job-status").text  # type: ignore[attr-defined]
+        if "COMPLETED" in status or "FAILED" in status:
+            return
+        time.sleep(1.0)
+    raise SystemExit(f"{job} did not finish in {timeout:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
@@ -76,6 +92,8 @@ def main() -> None:
             driver.find_element(By.ID, "login-button").click()
             time.sleep(1.0)
             shot = lambda name: driver.save_screenshot(str(out / f"{name}.png"))  # noqa: E731
+            size = driver.get_window_size()
+            window = (size["width"], size["height"])
             shot("overview")
             driver.get(f"{base}/matrix")
             shot("matrix")
@@ -91,10 +109,36 @@ def main() -> None:
             driver.find_element(By.CSS_SELECTOR, "a[href*='/dashboard/jobs/']").click()
             job = driver.current_url
             shot("job-failure")
+            # Trends and a comparison need more than the demo's one run: two more runs
+            # of a deployment, from its page's button, as an operator would.
+            driver.get(f"{base}/matrix")
+            driver.find_element(
+                By.CSS_SELECTOR, "a[data-cell='sim/cirrus-flaky@us-east-1']"
+            ).click()
+            flaky = driver.current_url
+            for _ in range(2):
+                driver.get(flaky)
+                driver.find_element(By.CSS_SELECTOR, "button[data-action=recertify]").click()
+                wait_for_job(driver)
+            driver.set_window_size(1400, 1300)
+            driver.get(flaky)
+            time.sleep(0.5)  # uPlot draws after the page loads
+            shot("certification-trends")
+            driver.find_element(By.CSS_SELECTOR, "#runs a[href*='/runs/']").click()
+            driver.find_element(By.ID, "compare-previous").click()
+            shot("compare")
+            driver.set_window_size(*window)
             driver.get(f"{base}/jobs")
             shot("jobs")
             driver.get(f"{base}/export")
             shot("export")
+            # Something in the audit log: a region paused and resumed from the overview.
+            for action in ("pause", "resume"):
+                driver.get(f"{base}/")
+                driver.find_element(
+                    By.CSS_SELECTOR, f"button[data-action='{action}-ap-southeast-1']"
+                ).click()
+                time.sleep(0.5)
             driver.get(f"{base}/audit")
             shot("audit")
             driver.get(f"http://127.0.0.1:{port}/docs")

@@ -564,3 +564,64 @@ def test_run_history_exports_from_the_dashboard_as_csv_and_json(
     unknown = client.get(f"{D}/export", params={**sent, "deployment": "sim/nope"})
     assert unknown.status_code == 404
     assert client.get(f"{D}/export", params={**sent, "kind": "all"}).json()["field"] == "kind"
+
+
+# Trends: the certification page's summary and chart data, the matrix's sparklines
+
+
+def test_the_certification_page_carries_its_trend_over_the_chosen_range(
+    client: TestClient, catalog: sessionmaker[Session]
+) -> None:
+    job = new_job(catalog, 2)
+    store_run(catalog, job, "aurora-fast", "us-east-1", [passed("a", 100.0), passed("b", 300.0)])
+    store_run(
+        catalog,
+        job,
+        "aurora-fast",
+        "us-east-1",
+        [passed("a", 200.0), failed("b", ErrorCategory.QUALITY_ISSUE, latency=400.0)],
+    )
+    page = f"{D}/certifications/{deployment_id(catalog, 'aurora-fast')}/us-east-1"
+    ranges = [("", 28, "7 days"), ("?range=", 28, "7 days"), ("?range=24h", 24, "24 h")]
+    for query, steps, shown in [*ranges, ("?range=90d", 30, "90 days")]:
+        html = client.get(page + query, headers=BROWSER)
+        assert html.status_code == 200, (query, html.text[:300])
+        assert f"over the last {shown}, {steps} steps" in text_of(html.text)
+        document = json.loads(
+            unescape(html.text.split('id="trend-data">')[1].split("</script>")[0])
+        )
+        assert len(document["buckets"]) == steps
+        summary = document["summary"]
+        assert (summary["runs"], summary["passRate"]) == (2, 75.0)
+        assert (summary["latencyP50Ms"], summary["latencyP95Ms"]) == (250.0, 385.0)
+        assert html.text.count('<li class="v-') == steps
+    table = text_of(client.get(page).text.split('id="trend-summary"')[1].split("</table>")[0])
+    assert "250 ms" in table and "385 ms" in table and "75 % (3 of 4 tests)" in table
+    assert "uplot.min.js" in client.get(page).text
+    # A range the page does not offer is an HTML page naming the field, not JSON.
+    bad = client.get(page + "?range=1y", headers=BROWSER)
+    assert bad.status_code == 422 and "range" in text_of(bad.text)
+    assert not bad.headers["content-type"].startswith("application/json")
+    # The chart library is served from the package.
+    script = client.get(f"{D}/static/uplot.min.js")
+    assert script.status_code == 200 and "uPlot" in script.text[:200]
+    assert client.get(f"{D}/static/uplot.LICENSE.txt").status_code == 404
+
+
+def test_the_matrix_draws_a_pass_rate_sparkline_per_cell_that_ran(
+    client: TestClient, catalog: sessionmaker[Session]
+) -> None:
+    job = new_job(catalog, 2)
+    store_run(catalog, job, "aurora-fast", "us-east-1", [passed("a"), passed("b")])
+    store_run(
+        catalog, job, "fjord-denied", "us-east-1", [failed("a", ErrorCategory.AUTHENTICATION_ERROR)]
+    )
+    html = client.get(f"{D}/matrix").text
+
+    def cell(name: str, region: str = "us-east-1") -> str:
+        return html.split(f'data-cell="sim/{name}@{region}"')[1].split("</a>")[0]
+
+    assert 'aria-label="pass rate over 7 d: 100 %"' in cell("aurora-fast")
+    assert "spark-ok" in cell("aurora-fast")
+    assert 'aria-label="pass rate over 7 d: 0 %"' in cell("fjord-denied")
+    assert "spark-bad" in cell("fjord-denied")

@@ -3,7 +3,7 @@ job's live progress stream."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
@@ -18,6 +18,7 @@ from modelcert.domain import CertificationStatus, JobStatus
 from modelcert.errors import UserError
 from modelcert.jobs.control import paused_regions
 from modelcert.jobs.job_summary import job_summary
+from modelcert.reports import trends
 from modelcert.store.models import utcnow
 from modelcert.validation import (
     FormDay,
@@ -41,7 +42,15 @@ def _blank_is_first_page(value: object) -> object:
 # text filters are "" (any), dates go through FormDay ("" is none), the page is FormPage.
 FormPage = Annotated[int, BeforeValidator(_blank_is_first_page), Field(ge=1, le=100_000)]
 
-STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+STATIC_FILES = {
+    "dashboard.css": "text/css",
+    "dashboard.js": "text/javascript",
+    # uPlot, vendored (uplot.VERSION, uplot.LICENSE.txt): the certification page's charts.
+    "uplot.min.js": "text/javascript",
+    "uplot.min.css": "text/css",
+}
+# The matrix's sparklines: pass rate over the last week, in 6 h buckets.
+SPARK_RANGE = "7d"
 PAGE_SIZE = 25
 
 
@@ -87,12 +96,25 @@ def matrix(
         sort=sort if sort in data.MATRIX_SORTS else "name",
     )  # fmt: skip
     found = data.matrix(session, filters)
+    now = utcnow()
+    sparks = trends.cell_series(
+        session, SPARK_RANGE, now=now, deployment_ids=[row.deployment.id for row in found.rows]
+    )["cells"]
     return render(
         request, login, "matrix.html", page="matrix", matrix=found, regions=found.regions,
-        rows=found.rows, now=utcnow(), label=data.label, filters=filters,
+        rows=found.rows, now=now, label=data.label, filters=filters, sparks=sparks,
+        spark_range=SPARK_RANGE,
         active=filters.active(), sorts=data.MATRIX_SORTS, never=data.NEVER,
         statuses=[s.value for s in CertificationStatus if s.value != "SKIPPED"],
     )  # fmt: skip
+
+
+def _blank_is_default_range(value: object) -> object:
+    return trends.DEFAULT_RANGE if isinstance(value, str) and not value.strip() else value
+
+
+FormRange = Annotated[Literal["24h", "7d", "30d", "90d"], BeforeValidator(_blank_is_default_range)]
+RANGE_LABELS = {"24h": "24 h", "7d": "7 days", "30d": "30 days", "90d": "90 days"}
 
 
 @router.get("/certifications/{deployment_id}/{region}", response_class=HTMLResponse)
@@ -102,18 +124,23 @@ def certification(
     request: Request,
     login: LoginDep,
     session: SessionDep,
+    range_name: Annotated[FormRange, Query(alias="range")] = "7d",
 ) -> Response:
-    """One deployment's certification in one region, and its run history."""
+    """One deployment's certification in one region, its trends over the chosen range
+    (charts drawn by uPlot from the same series as GET /api/trends) and run history."""
     try:
         current, history = queries.certification_detail(
             session, str(deployment_id), region, runs=50
         )
     except UserError as exc:
         return error_page(request, login, 404, exc.message)
+    now = utcnow()
     return render(
         request, login, "certification.html", page="matrix", cert=current, runs=history,
-        label=data.label(current.deployment), now=utcnow(),
+        label=data.label(current.deployment), now=now,
         paused=region in paused_regions(session),
+        trend=trends.series(session, current.deployment_id, region, range_name, now=now),
+        ranges=RANGE_LABELS,
     )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from modelcert.api.dashboard.charts import sparkline
 from modelcert.api.dashboard.sessions import COOKIE_NAME, Login, current_login
 from modelcert.api.deps import SessionDep
 from modelcert.store.api_keys import Role
@@ -46,7 +47,7 @@ def _ms(value: float | None) -> str:
     return f"{value:,.0f} ms" if value is not None else "—"
 
 
-templates.env.filters.update(age=_age, when=_when, ms=_ms)
+templates.env.filters.update(age=_age, when=_when, ms=_ms, sparkline=sparkline)
 
 
 def secure_cookies(request: Request) -> bool:

@@ -1,5 +1,5 @@
-// modelcert dashboard: live pages, live job progress (Server-Sent Events), confirmations.
-// No framework, no build step, nothing fetched from another host.
+// modelcert dashboard: live pages, live job progress (Server-Sent Events), trend charts,
+// confirmations. No framework, no build step, nothing fetched from another host.
 "use strict";
 
 // The job's test log. The stream's events have ids: when the connection drops, the
@@ -132,11 +132,64 @@ function refreshPage(stamp) {
   schedule();
 }
 
+// The certification page's trend charts, drawn by uPlot (vendored: static/uplot.min.js)
+// from the series the page carries (#trend-data, the same document as GET /api/trends).
+// Without script the summary table and the verdict strip above them say the same.
+function drawTrends(holder) {
+  const trend = JSON.parse(holder.textContent);
+  const half = trend.bucketSeconds / 2;
+  const xs = trend.buckets.map((b) => Date.parse(b.start) / 1000 + half);
+  const range = [Date.parse(trend.since) / 1000, Date.parse(trend.until) / 1000];
+  const css = getComputedStyle(document.documentElement);
+  const colour = (name) => css.getPropertyValue(name).trim();
+  const ink = getComputedStyle(document.body).color;
+  const axis = { stroke: ink, grid: { stroke: colour("--line"), width: 1 }, ticks: { stroke: colour("--line"), width: 1 } };
+  const column = (key) => trend.buckets.map((b) => b[key]);
+  const shown = (unit) => (u, v) => (v == null ? "—" : Math.round(v * 10) / 10 + unit);
+  const line = (label, key, stroke, dashed, unit, scale) => ({
+    label, stroke, width: 2, dash: dashed ? [6, 4] : undefined, spanGaps: true, scale,
+    points: { show: true, size: 5, fill: stroke }, value: shown(unit), key,
+  });
+  const charts = [];
+  function chart(id, series, yAxis, scales) {
+    const box = document.getElementById(id);
+    const data = [xs, ...series.map((s) => column(s.key))];
+    if (!data.slice(1).some((values) => values.some((v) => v != null))) {
+      const none = document.createElement("p");
+      none.className = "none";
+      none.textContent = box.dataset.empty;
+      box.appendChild(none);
+      box.dataset.drawn = "empty";
+      return;
+    }
+    const options = {
+      width: Math.max(box.clientWidth - 14, 200), height: 180, series: [{}, ...series],
+      scales: { x: { time: true, range: () => range }, ...scales },
+      axes: [axis, { ...axis, ...yAxis }], legend: { live: true },
+    };
+    charts.push([new uPlot(options, data, box), box]);
+    box.dataset.drawn = "true";
+  }
+  chart("chart-latency", [
+    line("latency p50", "latencyP50Ms", colour("--info"), false, " ms", "ms"),
+    line("latency p95", "latencyP95Ms", colour("--info"), true, " ms", "ms"),
+    line("TTFT p50", "ttftP50Ms", colour("--sim"), false, " ms", "ms"),
+    line("TTFT p95", "ttftP95Ms", colour("--sim"), true, " ms", "ms"),
+  ], { scale: "ms", size: 60 }, { ms: { range: (u, min, max) => [0, Math.max(max * 1.1, 1)] } });
+  chart("chart-pass", [line("pass rate", "passRate", colour("--ok"), false, " %", "%")],
+    { scale: "%", size: 44 }, { "%": { range: [0, 100] } });
+  window.addEventListener("resize", () => {
+    for (const [plot, box] of charts) plot.setSize({ width: Math.max(box.clientWidth - 14, 200), height: 180 });
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const progress = document.getElementById("progress");
   if (progress && progress.dataset.live === "true" && window.EventSource) followJob(progress);
   const stamp = document.getElementById("live-stamp");
   if (stamp && window.fetch && window.DOMParser) refreshPage(stamp);
+  const trend = document.getElementById("trend-data");
+  if (trend && window.uPlot) drawTrends(trend);
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (e) => { if (!window.confirm(form.dataset.confirm)) e.preventDefault(); });
   }
