@@ -215,6 +215,24 @@ def test_compare_tests_shows_a_test_only_one_run_has() -> None:
     assert compared[1]["a"] is None and compared[1]["changed"] == ["missing"]
 
 
+@pytest.mark.parametrize(
+    ("latency_a", "latency_b", "differs"),
+    [(256.0, 258.0, False), (250.0, 299.0, False), (250.0, 300.0, True), (2000.0, 2350.0, False),
+     (2000.0, 2400.0, True), (None, 30.0, True)],
+)  # fmt: skip
+def test_a_timing_differs_beyond_jitter_only(
+    latency_a: float | None, latency_b: float, differs: bool
+) -> None:
+    # Two healthy runs a few ms apart on every test are not "10 tests differ".
+    a = [{"test_id": "t", "outcome": "PASSED", "latency_ms": latency_a, "ttft_ms": latency_a}]
+    b = [{"test_id": "t", "outcome": "PASSED", "latency_ms": latency_b, "ttft_ms": latency_b}]
+    (compared,) = history.compare_tests(a, b)
+    expected = ["latency_ms", "ttft_ms"] if differs else []
+    assert compared["changed"] == expected
+    if latency_a is not None:
+        assert compared["delta"]["latency_ms"] == latency_b - latency_a
+
+
 # --- the CLI --------------------------------------------------------------------------
 
 

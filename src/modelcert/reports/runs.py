@@ -80,6 +80,12 @@ TEST_FIELDS = (
 # What a comparison shows of each test, and the numbers it gives a difference of.
 COMPARED = ("outcome", "latency_ms", "ttft_ms", "retries", "error_category", "error_message")
 NUMERIC = ("latency_ms", "ttft_ms", "retries")
+# A latency or TTFT "differs" when it moved by at least this much and this share of A's:
+# a few milliseconds either way is every network's jitter, and flagging it would mark
+# every test of two healthy runs as changed.
+TIMING_NOISE_MS = 50.0
+TIMING_NOISE_SHARE = 0.2
+TIMINGS = frozenset({"latency_ms", "ttft_ms", "avg_latency_ms"})
 
 
 @dataclass(frozen=True)
@@ -260,11 +266,18 @@ def _test_view(test: dict[str, Any] | None) -> dict[str, Any] | None:
     return {name: test.get(name) for name in COMPARED}
 
 
+def _differs(name: str, a: Any, b: Any) -> bool:
+    if name in TIMINGS and a is not None and b is not None:
+        return bool(abs(b - a) >= max(TIMING_NOISE_MS, TIMING_NOISE_SHARE * abs(a)))
+    return bool(a != b)
+
+
 def compare_tests(
     tests_a: Sequence[dict[str, Any]], tests_b: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """One row per test of either run (in A's order, then B's new ones): what each run
-    recorded, the fields that differ, and B - A for latency, TTFT and retries."""
+    recorded, the fields that differ (a latency or TTFT only beyond the noise bounds
+    above), and B - A for latency, TTFT and retries."""
     by_a = {t["test_id"]: t for t in tests_a}
     by_b = {t["test_id"]: t for t in tests_b}
     order = [t["test_id"] for t in tests_a] + [
@@ -276,7 +289,7 @@ def compare_tests(
         if a is None or b is None:
             changed = ["missing"]
         else:
-            changed = [name for name in COMPARED if a[name] != b[name]]
+            changed = [name for name in COMPARED if _differs(name, a[name], b[name])]
         deltas: dict[str, float | None] = {}
         for name in NUMERIC:
             va = a.get(name) if a else None
@@ -329,7 +342,7 @@ def diff_runs(session: Session, a: int, b: int) -> dict[str, Any]:
         "deployment": run_a["deployment"],
         "a": run_a,
         "b": run_b,
-        "changedSummary": [f for f in summary_fields if run_a[f] != run_b[f]],
+        "changedSummary": [f for f in summary_fields if _differs(f, run_a[f], run_b[f])],
         "changedTests": sum(1 for t in tests if t["changed"]),
         "tests": tests,
     }
