@@ -32,6 +32,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -153,14 +155,47 @@ def measure(opener: urllib.request.OpenerDirector, url: str, samples: int) -> di
     }
 
 
-def main() -> None:
+def fleet_parser(description: str | None) -> argparse.ArgumentParser:
+    """The arguments of a fleet benchmark (B9, B10): --db and the fleet's shape, --providers
+    × --per-provider deployments serving --regions regions (50 × 20 by default)."""
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     p.add_argument("--providers", type=int, default=5)
     p.add_argument("--per-provider", type=int, default=10)
     p.add_argument("--regions", type=int, default=20, choices=range(1, len(REGIONS) + 1))
+    return p
+
+
+@contextmanager
+def api_process(
+    url: str, ready_path: str, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A `modelcert api` process on the database `url` (and `extra_env`), on a free port of
+    127.0.0.1: its base URL once `ready_path` answers; stopped afterwards."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "MODELCERT_DATABASE_URL": url,
+        "MODELCERT_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
+    }
+    api = subprocess.Popen(
+        [sys.executable, "-m", "modelcert", "api", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + ready_path, api)
+        yield base
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+
+
+def main() -> None:
+    p = fleet_parser(__doc__)
     p.add_argument("--never", type=float, default=0.05, help="share of cells never certified")
     p.add_argument("--samples", type=int, default=30)
     args = p.parse_args()
@@ -169,15 +204,8 @@ def main() -> None:
         bench_database(args.db, Path(tmp)) as url,
     ):
         key = seed(url, args.providers, args.per_provider, args.regions, args.never)
-        port = free_port()
-        env = {**os.environ, "MODELCERT_DATABASE_URL": url, "MODELCERT_LOG_LEVEL": "WARNING"}
-        api = subprocess.Popen(
-            [sys.executable, "-m", "modelcert", "api", "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            base = f"http://127.0.0.1:{port}/dashboard"
-            wait_http(f"{base}/login", api)
+        with api_process(url, "/dashboard/login") as api:
+            base = f"{api}/dashboard"
             jar = http.cookiejar.CookieJar()
             opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
             form = urllib.parse.urlencode({"api_key": key, "next": "/dashboard/"}).encode()
@@ -194,9 +222,6 @@ def main() -> None:
             ):
                 result[name] = measure(opener, base + path, args.samples)
             emit("RESULT", result)
-        finally:
-            api.terminate()
-            api.wait(timeout=30)
 
 
 if __name__ == "__main__":

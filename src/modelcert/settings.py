@@ -217,6 +217,19 @@ class Settings(BaseSettings):
         description="Retry a FAILED or ERROR certification this many hours after its last run.",
     )
 
+    trend_metrics_max_pairs: int = Field(
+        1000,
+        ge=0,
+        validation_alias=_env("MODELCERT_TREND_METRICS_MAX_PAIRS"),
+        description=(
+            "The API's /metrics exports latency p50/p95, pass ratio and runs of the last "
+            "24 h for at most this many deployment × region pairs (those run most recently; "
+            '`modelcert_deployment_trend_pairs{state="omitted"}` counts the others): '
+            "4 series a pair. 1000 is a fleet of 50 deployments × 20 regions; 0 "
+            "turns these series off."
+        ),
+    )
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:

@@ -1,28 +1,37 @@
 """The API's /metrics: durable state read from the database at scrape time, over the real
 HTTP stack, on SQLite and PostgreSQL. Work is queued through the API itself (no worker
-runs, so it stays waiting); verdicts and heartbeats are rows written as the workers do."""
+runs, so it stays waiting); verdicts and heartbeats are rows written as the workers do.
+The per deployment × region families (`modelcert_deployment_*`) are scraped over runs with
+known latencies (tests/support/trend_seed.py), seeded relative to the clock the API reads
+(an hour apart or more: no timing involved)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.api.app import create_app
-from modelcert.api.routes.metrics import exported_names
+from modelcert.api.routes.metrics import TREND_FAMILIES, TREND_PAIRS, exported_names
 from modelcert.settings import Settings
 from modelcert.store import api_keys, db, repo
 from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, utcnow
 from modelcert.store.worker_models import WorkerHeartbeat
+from tests.support.trend_seed import seed_fleet, seed_trend_runs
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 DEPLOYMENTS = ("queued-a", "queued-b", "done-c", "done-d", "done-e")
+# The families with a sample per deployment × region that ran (none without runs).
+PER_PAIR = TREND_FAMILIES - {TREND_PAIRS}
 
 
 @pytest.fixture
@@ -69,8 +78,11 @@ def test_an_empty_database_exports_zero_workers_and_no_work(client: TestClient) 
     assert names(samples) == {
         "modelcert_database_up",
         "modelcert_workers",
+        TREND_PAIRS,
         "modelcert_api_auth_failures_total",
     }
+    assert value(samples, TREND_PAIRS, state="exported") == 0
+    assert value(samples, TREND_PAIRS, state="omitted") == 0
     assert value(samples, "modelcert_api_auth_failures_total", surface="api", reason="invalid") == 0
 
 
@@ -173,8 +185,138 @@ def test_queue_workers_and_certifications_come_from_the_database(
     assert value(samples, "modelcert_certifications_expired", region="us-east-1") == 0
     assert value(samples, "modelcert_certifications_expired", region="eu-west-1") == 1
 
-    # Everything scraped is a family exported_names() declares, and vice versa.
-    assert names(samples) == exported_names()
+    # Everything scraped is a family exported_names() declares, and vice versa (but for
+    # the per-pair families: nothing ran here; see test_deployment_trends_of_known_runs).
+    assert names(samples) == exported_names() - PER_PAIR
+
+
+# --- per deployment × region ----------------------------------------------------------
+
+
+@contextmanager
+def serving(
+    settings: Settings, factory: sessionmaker[Session], **changes: Any
+) -> Iterator[TestClient]:
+    app = create_app(settings.model_copy(update=changes), session_factory=factory)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def pair_values(samples: Samples, name: str) -> dict[tuple[str, str], float]:
+    return {
+        (dict(labels)["deployment"], dict(labels)["region"]): found
+        for (sample, labels), found in samples.items()
+        if sample == name
+    }
+
+
+def test_deployment_trends_of_known_runs(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    now = utcnow()
+    seed_trend_runs(factory, now)
+    # Pairs that ran but have nothing to measure: no sample in those families, not NaN.
+    seed_fleet(
+        factory, now, provider="skips", models=["all"], regions=["us-east-1"],
+        tests=[("SKIPPED", None, None), ("NOT_RUN", None, None)],
+    )  # fmt: skip
+    seed_fleet(
+        factory, now, provider="blind", models=["m"], regions=["us-east-1"],
+        tests=[("PASSED", None, None)],
+    )  # fmt: skip
+    seed_fleet(factory, now, provider="bare", models=["m"], regions=["us-east-1"], tests=[])
+    with serving(settings, factory) as client:
+        samples = scrape(client)
+
+    # lab/quick in us-east-1 over 24 h: latencies 100, 200, 300 and 400 ms, 3 of 4 passed
+    # (its runs before the window and after now are left out); the noise 9,999 ms, failed.
+    quick = ("lab/quick", "us-east-1")
+    noise = dict.fromkeys([("lab/quick", "eu-west-1"), ("lab/other", "us-east-1")])
+    assert pair_values(samples, "modelcert_deployment_latency_p50_seconds") == {
+        quick: 0.25,
+        **dict.fromkeys(noise, 9.999),
+    }
+    assert pair_values(samples, "modelcert_deployment_latency_p95_seconds") == {
+        quick: 0.385,
+        **dict.fromkeys(noise, 9.999),
+    }
+    assert pair_values(samples, "modelcert_deployment_pass_ratio") == {
+        quick: 0.75,
+        **dict.fromkeys(noise, 0.0),
+        ("blind/m", "us-east-1"): 1.0,
+    }
+    idle = [("skips/all", "us-east-1"), ("blind/m", "us-east-1"), ("bare/m", "us-east-1")]
+    assert pair_values(samples, "modelcert_deployment_runs") == dict.fromkeys(
+        [quick, *noise, *idle], 1
+    )
+    assert value(samples, TREND_PAIRS, state="exported") == 6
+    assert value(samples, TREND_PAIRS, state="omitted") == 0
+    assert names(samples) >= TREND_FAMILIES
+
+
+def scrape_seeded_trends(
+    settings: Settings, factory: sessionmaker[Session], max_pairs: int
+) -> Samples:
+    seed_trend_runs(factory, utcnow())
+    with serving(settings, factory, trend_metrics_max_pairs=max_pairs) as client:
+        return scrape(client)
+
+
+def test_the_bound_keeps_the_most_recently_run_pairs(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    samples = scrape_seeded_trends(settings, factory, max_pairs=2)
+    # lab/quick in us-east-1 ran 2 h ago, the other two 1 h ago: the bound cuts it.
+    kept = {("lab/quick", "eu-west-1"), ("lab/other", "us-east-1")}
+    for name in PER_PAIR:
+        assert set(pair_values(samples, name)) == kept, name
+    assert value(samples, TREND_PAIRS, state="exported") == 2
+    assert value(samples, TREND_PAIRS, state="omitted") == 1
+
+
+def test_a_bound_of_zero_turns_the_trend_families_off(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    samples = scrape_seeded_trends(settings, factory, max_pairs=0)
+    assert value(samples, "modelcert_database_up") == 1
+    assert not names(samples) & TREND_FAMILIES
+    assert value(samples, "modelcert_workers", state="alive") == 0
+
+
+def test_a_scrape_is_as_many_statements_for_3_pairs_as_for_30(
+    settings: Settings, engine: Engine, factory: sessionmaker[Session]
+) -> None:
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    def statements_per_scrape(client: TestClient) -> tuple[int, Samples]:
+        statements.clear()
+        samples = scrape(client)
+        return len(statements), samples
+
+    tests = [("PASSED", 120.0, 12.0), ("FAILED", 480.0, None), ("SKIPPED", None, None)]
+    now = utcnow()
+    seed_fleet(factory, now, provider="few", models=["a", "b", "c"], regions=["r1"], tests=tests)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with (
+            serving(settings, factory) as client,
+            serving(settings, factory, trend_metrics_max_pairs=0) as without,
+        ):
+            few, samples = statements_per_scrape(client)
+            assert value(samples, TREND_PAIRS, state="exported") == 3
+            models = [f"m{i}" for i in range(9)]
+            regions = ["r1", "r2", "r3"]
+            seed_fleet(factory, now, provider="many", models=models, regions=regions, tests=tests)
+            many, samples = statements_per_scrape(client)
+            assert value(samples, TREND_PAIRS, state="exported") == 30
+            off, _ = statements_per_scrape(without)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert few == many, statements
+    assert many == off + 1  # the trend families: one statement
 
 
 def test_an_unreachable_database_is_reported_not_a_server_error() -> None:

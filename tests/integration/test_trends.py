@@ -1,8 +1,9 @@
 """Trends per deployment × region (reports/trends.py, `GET /api/trends`, the matrix's
-`GET /api/trends/matrix`, the `modelcert_trend_*` series of the API's /metrics) on runs
-with known latencies stored at known times (tests/support/trend_seed.py), on SQLite and
-PostgreSQL. The report functions take `now`; the API reads the clock, so its runs are
-seeded relative to it (hours and days apart: no timing involved)."""
+`GET /api/trends/matrix`, `recent_pairs` behind the `modelcert_deployment_*` series of the
+API's /metrics, scraped in test_api_metrics.py) on runs with known latencies stored at
+known times (tests/support/trend_seed.py), on SQLite and PostgreSQL. The report functions
+take `now`; the API reads the clock, so its runs are seeded relative to it (hours and days
+apart: no timing involved)."""
 
 from __future__ import annotations
 
@@ -179,21 +180,66 @@ def test_matrix_cells_have_a_pass_rate_per_bucket(factory: sessionmaker[Session]
     assert cells[f"{seeded.other_deployment_id}@us-east-1"]["lastStatus"] == "FAILED"
 
 
-def test_recent_pairs_are_capped_most_recent_first(factory: sessionmaker[Session]) -> None:
+def test_recent_pairs_have_known_values_most_recent_first(
+    factory: sessionmaker[Session],
+) -> None:
     seed_trend_runs(factory, NOW)
     with factory() as session:
-        every, ran = trends.recent_pairs(session, now=NOW, span=timedelta(hours=24), limit=10)
-        capped, ran_too = trends.recent_pairs(session, now=NOW, span=timedelta(hours=24), limit=2)
-    assert ran == ran_too == 3
-    by_pair = {(p.deployment, p.region): p for p in every}
-    assert by_pair[("lab/quick", "us-east-1")].latency_p95_ms == 385
-    assert by_pair[("lab/quick", "us-east-1")].pass_rate == 75.0
-    assert by_pair[("lab/other", "us-east-1")].pass_rate == 0.0
-    # lab/quick in us-east-1 ran 2 h ago, the other two 1 h ago: the cap keeps those.
-    assert {(p.deployment, p.region) for p in capped} == {
+        found = trends.recent_pairs(session, now=NOW, span=timedelta(hours=24), limit=10)
+    assert found.ran == 3 and found.omitted == 0
+    # lab/quick in us-east-1 ran 2 h ago, the other two 1 h ago (the tie: by deployment id).
+    assert [(p.deployment, p.region) for p in found.pairs] == [
         ("lab/quick", "eu-west-1"),
         ("lab/other", "us-east-1"),
-    }
+        ("lab/quick", "us-east-1"),
+    ]
+    quick = found.pairs[2]
+    assert quick.runs == 1
+    assert (quick.latency_p50_ms, quick.latency_p95_ms) == (250, 385)
+    assert quick.pass_ratio == 0.75  # 3 passed of 4 executed (the 24h summary's 75 %)
+    for noise in found.pairs[:2]:
+        assert noise.runs == 1 and noise.pass_ratio == 0.0
+        assert noise.latency_p50_ms == noise.latency_p95_ms == 9999
+
+
+def test_recent_pairs_over_a_longer_span_count_every_run(factory: sessionmaker[Session]) -> None:
+    seed_trend_runs(factory, NOW)
+    with factory() as session:
+        found = trends.recent_pairs(session, now=NOW, span=timedelta(days=7), limit=10)
+    quick = next(p for p in found.pairs if p.region == "us-east-1" and p.deployment == "lab/quick")
+    # The 7d summary: 2 runs (the skipped test has no latency and counts for neither).
+    assert quick.runs == 2 and quick.latency_p50_ms == 350 and quick.latency_p95_ms == 1750
+    assert quick.pass_ratio == pytest.approx(4 / 6)
+
+
+@pytest.mark.parametrize(
+    ("limit", "kept"),
+    [
+        (2, [("lab/quick", "eu-west-1"), ("lab/other", "us-east-1")]),
+        (1, [("lab/quick", "eu-west-1")]),
+    ],
+)
+def test_recent_pairs_keep_the_most_recently_run(
+    factory: sessionmaker[Session], limit: int, kept: list[tuple[str, str]]
+) -> None:
+    seed_trend_runs(factory, NOW)
+    with factory() as session:
+        found = trends.recent_pairs(session, now=NOW, span=timedelta(hours=24), limit=limit)
+    assert [(p.deployment, p.region) for p in found.pairs] == kept
+    assert found.ran == 3 and found.omitted == 3 - limit
+    # A kept pair's numbers do not depend on what was cut.
+    assert all(p.latency_p95_ms == 9999 and p.pass_ratio == 0.0 for p in found.pairs)
+
+
+def test_recent_pairs_of_an_empty_window(factory: sessionmaker[Session]) -> None:
+    seed_trend_runs(factory, NOW)
+    with factory() as session:
+        found = trends.recent_pairs(
+            session, now=NOW - timedelta(days=200), span=timedelta(hours=24), limit=10
+        )
+        with pytest.raises(ValueError, match="limit"):
+            trends.recent_pairs(session, now=NOW, span=timedelta(hours=24), limit=0)
+    assert found.pairs == [] and found.ran == 0 and found.omitted == 0
 
 
 # --- over HTTP --------------------------------------------------------------------------

@@ -5,6 +5,7 @@ tests: what the percentiles and pass rates must be is worked out in the docstrin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,8 +15,10 @@ from modelcert.store import repo
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, CertificationRun, TestResultRow
 
+Tests = list[tuple[str, float | None, float | None]]  # (outcome, latency_ms, ttft_ms) each
+
 # (hours before now, status, [(outcome, latency_ms, ttft_ms), ...]) of lab/quick@us-east-1.
-PLAN: list[tuple[float, str, list[tuple[str, float | None, float | None]]]] = [
+PLAN: list[tuple[float, str, Tests]] = [
     (
         2,
         "CERTIFIED",
@@ -39,12 +42,12 @@ class Seeded:
     other_deployment_id: int
 
 
-def _run(
+def add_run(
     session: Session,
     certification: Certification,
     started_at: datetime,
     status: str,
-    tests: list[tuple[str, float | None, float | None]],
+    tests: Tests,
 ) -> None:
     run = CertificationRun(
         certification_id=certification.id,
@@ -102,8 +105,39 @@ def seed_trend_runs(factory: sessionmaker[Session], now: datetime) -> Seeded:
         session.flush()
         main = certifications[(quick.id, "us-east-1")]
         for hours, status, tests in PLAN:
-            _run(session, main, now - timedelta(hours=hours), status, tests)
+            add_run(session, main, now - timedelta(hours=hours), status, tests)
         for key in ((quick.id, "eu-west-1"), (other.id, "us-east-1")):
             noise = [("FAILED", 9_999.0, 999.0)]
-            _run(session, certifications[key], now - timedelta(hours=1), "FAILED", noise)
+            add_run(session, certifications[key], now - timedelta(hours=1), "FAILED", noise)
         return Seeded(quick.id, other.id)
+
+
+def seed_fleet(
+    factory: sessionmaker[Session],
+    now: datetime,
+    *,
+    provider: str,
+    models: Sequence[str],
+    regions: Sequence[str],
+    tests: Tests,
+) -> list[tuple[str, str]]:
+    """Provider `provider` with a deployment per model, each run once (with `tests`) in
+    every region: the first pair (models[0] in regions[0]) a minute before `now`, each
+    next one (model by model, region by region) a minute earlier. The pairs' labels
+    (`provider/model`, region), most recently run first."""
+    pairs = []
+    with transaction(factory) as session:
+        repo.add_provider(session, slug=provider, kind="sim", regions=list(regions))
+        for model in models:
+            deployment = repo.add_deployment(
+                session, provider_slug=provider, provider_model_id=model
+            )
+            session.flush()
+            for region in regions:
+                certification = repo.certification_row(session, deployment.id, region)
+                session.flush()
+                pairs.append((f"{provider}/{model}", region))
+                add_run(
+                    session, certification, now - timedelta(minutes=len(pairs)), "CERTIFIED", tests
+                )
+    return pairs

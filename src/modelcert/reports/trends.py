@@ -16,7 +16,9 @@ tests are not executed and count for neither. Latency and TTFT are of every test
 one (a failed test that answered slowly is still a slow answer).
 
 `cell_series` is the matrix's cheap variant: per deployment × region, a pass rate per
-bucket from the runs' summary columns only (no test rows), for sparklines."""
+bucket from the runs' summary columns only (no test rows), for sparklines. `recent_pairs`
+is the API /metrics' one: per deployment × region over one window, no buckets, at most a
+given number of pairs, in one statement."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from modelcert.domain import TestOutcome
@@ -107,8 +109,14 @@ class _Acc:
         if ttft is not None:
             self.ttfts.append(ttft)
 
-    def view(self) -> dict[str, Any]:
+    @property
+    def pass_ratio(self) -> float | None:
+        """passed / (passed + failed), 0..1; None when no test was executed."""
         executed = self.passed + self.failed
+        return self.passed / executed if executed else None
+
+    def view(self) -> dict[str, Any]:
+        ratio = self.pass_ratio
         return {
             "runs": self.runs,
             "latencyP50Ms": percentile(self.latencies, 50),
@@ -117,7 +125,7 @@ class _Acc:
             "ttftP95Ms": percentile(self.ttfts, 95),
             "testsPassed": self.passed,
             "testsFailed": self.failed,
-            "passRate": round(self.passed / executed * 100, 2) if executed else None,
+            "passRate": round(ratio * 100, 2) if ratio is not None else None,
             "verdicts": dict(sorted(self.verdicts.items())),
             "lastStatus": self.last_status,
         }
@@ -264,60 +272,103 @@ def _last_status(accs: Sequence[_Acc]) -> str | None:
 
 @dataclass(frozen=True)
 class PairTrend:
+    """One deployment × region over the window: `deployment` is the
+    `provider_slug/provider_model_id` label the dashboard shows."""
+
     deployment: str
     region: str
-    latency_p95_ms: float | None
-    pass_rate: float | None  # percent
     runs: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    pass_ratio: float | None  # 0..1
 
 
-def recent_pairs(
-    session: Session, *, now: datetime, span: timedelta, limit: int
-) -> tuple[list[PairTrend], int]:
-    """Latency p95 and pass rate over `span` of every deployment × region that ran in it,
-    at most `limit` pairs (those run most recently first); and how many pairs ran."""
-    start = now - span
-    last_runs: dict[tuple[int, str], datetime] = {}
-    for deployment_id, region, started_at in session.execute(
-        select(CertificationRun.deployment_id, CertificationRun.region, CertificationRun.started_at)
-        .where(CertificationRun.started_at >= start, CertificationRun.started_at < now)
-        .execution_options(yield_per=5_000)
-    ):
-        if started_at is None:
-            continue
-        key = (deployment_id, region)
-        if key not in last_runs or started_at > last_runs[key]:
-            last_runs[key] = started_at
-    kept = sorted(last_runs, key=lambda key: (-last_runs[key].timestamp(), key))[:limit]
-    found: list[PairTrend] = []
-    for deployment_id, region in sorted(kept):
-        run_ids: set[int] = set()
-        total = _Acc()
-        for run_id, outcome, latency in session.execute(
-            select(CertificationRun.id, TestResultRow.outcome, TestResultRow.latency_ms)
-            .outerjoin(TestResultRow, TestResultRow.run_id == CertificationRun.id)
-            .where(
-                CertificationRun.deployment_id == deployment_id,
-                CertificationRun.region == region,
-                CertificationRun.started_at >= start,
-                CertificationRun.started_at < now,
-            )
-        ):
-            run_ids.add(run_id)
-            total.add_test(outcome, latency, None)
-        view = total.view()
-        label = session.execute(
-            select(Provider.slug, Deployment.provider_model_id)
-            .join(Deployment, Deployment.provider_id == Provider.id)
-            .where(Deployment.id == deployment_id)
-        ).one()
-        found.append(
-            PairTrend(
-                f"{label[0]}/{label[1]}",
-                region,
-                view["latencyP95Ms"],
-                view["passRate"],
-                len(run_ids),
-            )
+@dataclass(frozen=True)
+class RecentPairs:
+    pairs: list[PairTrend]  # the kept ones, most recently run first
+    ran: int  # every pair with a run in the window, kept or not
+
+    @property
+    def omitted(self) -> int:
+        return self.ran - len(self.pairs)
+
+
+def recent_pairs(session: Session, *, now: datetime, span: timedelta, limit: int) -> RecentPairs:
+    """Latency p50/p95, pass ratio and runs over `span` ending at `now` of every deployment
+    × region that ran in it, at most `limit` (>= 1) pairs: those run most recently (ties by
+    deployment id, then region); and how many pairs ran.
+
+    One statement whatever the number of pairs: a subquery ranks the pairs by their last
+    run and keeps `limit` (counting them all with a window function), and the query joins
+    the kept pairs to their labels, their runs in the window and those runs' test rows,
+    streamed (percentiles need every latency; a run without test rows is still a run).
+    Each row is only numbers and short strings, read without the ORM: a scrape over 1,000
+    pairs streams some 50,000 of them."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    in_window = and_(CertificationRun.started_at >= now - span, CertificationRun.started_at < now)
+    recency = func.row_number().over(
+        order_by=(
+            func.max(CertificationRun.started_at).desc(),
+            CertificationRun.deployment_id,
+            CertificationRun.region,
         )
-    return found, len(last_runs)
+    )
+    kept = (
+        select(
+            CertificationRun.deployment_id,
+            CertificationRun.region,
+            recency.label("recency"),
+            func.count(CertificationRun.id).label("runs"),
+            func.count().over().label("ran"),  # the groups, counted before the LIMIT
+        )
+        .where(in_window)
+        .group_by(CertificationRun.deployment_id, CertificationRun.region)
+        .order_by(recency)
+        .limit(limit)
+        .subquery("kept")
+    )
+    query = (
+        select(
+            kept.c.recency,
+            kept.c.region,
+            kept.c.runs,
+            kept.c.ran,
+            Provider.slug,
+            Deployment.provider_model_id,
+            TestResultRow.outcome,
+            TestResultRow.latency_ms,
+        )
+        .join(Deployment, Deployment.id == kept.c.deployment_id)
+        .join(Provider, Provider.id == Deployment.provider_id)
+        .join(
+            CertificationRun,
+            and_(
+                CertificationRun.deployment_id == kept.c.deployment_id,
+                CertificationRun.region == kept.c.region,
+                in_window,
+            ),
+        )
+        .outerjoin(TestResultRow, TestResultRow.run_id == CertificationRun.id)
+    )
+    ran = 0  # the same on every row; no row when no pair ran
+    seen: dict[int, tuple[str, str, int, _Acc]] = {}
+    rows = session.connection().execute(query.execution_options(yield_per=5_000))
+    for recency_rank, region, runs, every, slug, model_id, outcome, latency in rows:
+        if recency_rank not in seen:
+            ran = every
+            seen[recency_rank] = (f"{slug}/{model_id}", region, runs, _Acc())
+        seen[recency_rank][3].add_test(outcome, latency, None)
+    found = [
+        PairTrend(
+            deployment=label,
+            region=region,
+            runs=runs,
+            latency_p50_ms=percentile(tests.latencies, 50),
+            latency_p95_ms=percentile(tests.latencies, 95),
+            pass_ratio=tests.pass_ratio,
+        )
+        # In the subquery's order (the join does not keep it).
+        for _, (label, region, runs, tests) in sorted(seen.items())
+    ]
+    return RecentPairs(found, ran)

@@ -3,13 +3,28 @@
 The workers export what happens inside them (tests, retries, latency). What alerting needs
 most, though, is durable state that must be visible even when no worker is: how deep the
 queue is, which workers still write heartbeats, how many certifications are about to
-expire. The API reads it from the database on each scrape with a custom collector (a few
-aggregate queries, no per-row work) instead of keeping gauges up to date in memory, so
-several API replicas all report the same truth and a restart loses nothing.
+expire. The API reads it from the database on each scrape with a custom collector (a
+constant number of queries, whatever the size of the fleet) instead of keeping gauges up
+to date in memory, so several API replicas all report the same truth and a restart loses
+nothing.
 
 Like the workers' /metrics it needs no API key: the numbers are aggregates with
 low-cardinality labels (region, state, status, executor id) and no secrets. Every replica
 exports the same numbers: aggregate them with max(), not sum().
+
+The exception, bounded: the `modelcert_deployment_*` families are per deployment × region
+(labels `deployment`, the `provider_slug/provider_model_id` the dashboard shows, and
+`region`), over the runs of the last 24 h: latency p50 and p95 in seconds, pass ratio,
+runs (reports/trends.py `recent_pairs`). Their series grow with the fleet (deployments ×
+regions), and every series costs Prometheus memory and index for as long as it is kept,
+so at most MODELCERT_TREND_METRICS_MAX_PAIRS pairs are exported (default 1000: 50
+deployments × 20 regions), the most recently run ones (the others are the stale ones).
+That is 4 series a pair, at most max_pairs × 4 + 2 series in all (below max_pairs × 5),
+with `modelcert_deployment_trend_pairs{state="exported"|"omitted"}` saying when the bound
+cut some; 0 turns the five families off. A pair with no value for a family (no test with
+a latency, none passed or failed) has no sample in it, never NaN. They cost the scrape one
+statement, streaming the window's test rows of the kept pairs (a percentile needs every
+latency), not one per pair.
 """
 
 from __future__ import annotations
@@ -29,6 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.api.edges import AUTH_FAILURES_METRIC
 from modelcert.jobs.queue_stats import queue_counts
+from modelcert.reports.trends import recent_pairs
 from modelcert.settings import Settings
 from modelcert.store.models import Certification, utcnow
 from modelcert.store.worker_models import WorkerHeartbeat
@@ -40,6 +56,10 @@ router = APIRouter(tags=["system"])
 # (a certification is valid for 7 days, so "within 7d" is every valid one).
 EXPIRY_WINDOWS: dict[str, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
 WORKER_STATES = ("alive", "dead", "stopped")
+# The window of the per deployment × region families (modelcert_deployment_*).
+TREND_WINDOW = timedelta(hours=24)
+PAIR_LABELS = ["deployment", "region"]
+TREND_PAIRS = "modelcert_deployment_trend_pairs"
 
 
 def _families() -> dict[str, GaugeMetricFamily]:
@@ -85,8 +105,45 @@ def _families() -> dict[str, GaugeMetricFamily]:
                 "Certifications whose verdict was valid but whose badge has expired.",
                 labels=["region"],
             ),
+            *_trend_families(),
         )
     }
+
+
+def _trend_families() -> tuple[GaugeMetricFamily, ...]:
+    """The per deployment × region families (bounded: see the module docstring)."""
+    window = "over the runs of the last 24 h, per deployment × region"
+    return (
+        GaugeMetricFamily(
+            "modelcert_deployment_latency_p50_seconds",
+            f"Median latency of the tests that have one, {window}.",
+            labels=PAIR_LABELS,
+        ),
+        GaugeMetricFamily(
+            "modelcert_deployment_latency_p95_seconds",
+            f"95th percentile latency of the tests that have one, {window}.",
+            labels=PAIR_LABELS,
+        ),
+        GaugeMetricFamily(
+            "modelcert_deployment_pass_ratio",
+            f"Passed / (passed + failed) tests (0..1; skipped and not run count for neither), "
+            f"{window}.",
+            labels=PAIR_LABELS,
+        ),
+        GaugeMetricFamily(
+            "modelcert_deployment_runs", f"Certification runs {window}.", labels=PAIR_LABELS
+        ),
+        GaugeMetricFamily(
+            TREND_PAIRS,
+            "Deployment × region pairs that ran in the last 24 h: exported in the "
+            "modelcert_deployment_* families, or omitted (past "
+            "MODELCERT_TREND_METRICS_MAX_PAIRS, the least recently run ones).",
+            labels=["state"],
+        ),
+    )
+
+
+TREND_FAMILIES = frozenset(family.name for family in _trend_families())
 
 
 class DatabaseCollector(Collector):
@@ -103,6 +160,9 @@ class DatabaseCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         families = _families()
         up = families.pop("modelcert_database_up")
+        if self._settings.trend_metrics_max_pairs == 0:
+            for name in TREND_FAMILIES:
+                del families[name]
         try:
             with self._session_factory() as session:
                 self._fill(session, families, utcnow())
@@ -173,6 +233,32 @@ class DatabaseCollector(Collector):
                 families["modelcert_certifications_expiring"].add_metric(
                     [region, within], int(count or 0)
                 )
+
+        if TREND_PAIRS in families:
+            self._fill_trends(session, families, now)
+
+    def _fill_trends(
+        self, session: Session, families: dict[str, GaugeMetricFamily], now: datetime
+    ) -> None:
+        found = recent_pairs(
+            session, now=now, span=TREND_WINDOW, limit=self._settings.trend_metrics_max_pairs
+        )
+        for pair in sorted(found.pairs, key=lambda pair: (pair.deployment, pair.region)):
+            labels = [pair.deployment, pair.region]
+            for name, sample in (
+                ("modelcert_deployment_latency_p50_seconds", _seconds(pair.latency_p50_ms)),
+                ("modelcert_deployment_latency_p95_seconds", _seconds(pair.latency_p95_ms)),
+                ("modelcert_deployment_pass_ratio", pair.pass_ratio),
+                ("modelcert_deployment_runs", pair.runs),
+            ):
+                if sample is not None:
+                    families[name].add_metric(labels, sample)
+        families[TREND_PAIRS].add_metric(["exported"], len(found.pairs))
+        families[TREND_PAIRS].add_metric(["omitted"], found.omitted)
+
+
+def _seconds(milliseconds: float | None) -> float | None:
+    return milliseconds / 1000 if milliseconds is not None else None
 
 
 def exported_names() -> frozenset[str]:
