@@ -203,7 +203,8 @@ class Certification(_VerdictColumns, Base):
 class CertificationRun(_VerdictColumns, Base):
     __tablename__ = "certification_runs"
     __table_args__ = (
-        Index("ix_runs_deployment_region", "deployment_id", "region"),
+        # Trends read a pair's runs in a time range (migration 0008).
+        Index("ix_runs_deployment_region_started", "deployment_id", "region", "started_at"),
         Index("uq_runs_run_key", "run_key", unique=True),
     )
 
