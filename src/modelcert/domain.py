@@ -182,6 +182,7 @@ class TestResult:
     input_tokens: int | None = None
     output_tokens: int | None = None
     throttled_s: float = 0.0  # time spent waiting on RATE_LIMIT retries
+    rate_limited: int = 0  # answers that were RATE_LIMIT (429s, throttling errors)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration_ms: float = 0.0
 

@@ -335,15 +335,19 @@ def test_throttling_counts_tests_that_waited_for_rate_limits(
 ) -> None:
     job = new_job(catalog, 1)
     results = [
-        passed("a", throttled_s=30.0, retries=3),
-        passed("b", throttled_s=4.9, retries=1),
+        passed("a", throttled_s=30.0, retries=3, rate_limited=3),
+        passed("b", throttled_s=4.9, retries=1, rate_limited=1),
         passed("c"),
         failed("d", ErrorCategory.RATE_LIMIT),
     ]
+    results[-1].rate_limited = 4  # refused four times, the last one for good
     store_run(catalog, job, "aurora-fast", "eu-west-1", results)
     html = client.get(f"{D}/").text
     row = text_of(html.split('id="region-eu-west-1"')[1].split("</tr>")[0])
-    assert "34.9 s waited · 2 tests throttled (4 retries) · 1 failed on rate limit" in row
+    assert (
+        "34.9 s waited · 8 rate-limited answers (429) · 2 tests throttled (4 retries) · "
+        "1 failed on rate limit"
+    ) in row
     assert "none" in text_of(html.split('id="region-us-east-1"')[1].split("</tr>")[0])
 
 

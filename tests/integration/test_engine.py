@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.domain import Capabilities, CertificationStatus, ErrorCategory, JobKind
@@ -139,6 +139,16 @@ def test_one_models_429s_never_slow_another_model_of_the_same_provider(
         assert (refused.status, refused.error_category) == ("FAILED", "RATE_LIMIT")
         # Fail fast: about two test budgets (2 × 1.5 s), not twelve.
         assert refused.duration_ms is not None and refused.duration_ms / 1000 <= 2.5 * 1.5 + 1
+    # Each test's 429s are stored with it (what the overview's throttling column counts).
+    with factory() as session:
+        rows = session.execute(
+            select(TestResultRow.run_id, func.sum(TestResultRow.rate_limited))
+            .where(TestResultRow.run_id.in_([run.id for run in runs.values()]))
+            .group_by(TestResultRow.run_id)
+        ).all()
+    answers = {run_id: int(total) for run_id, total in rows}
+    assert answers[healthy.id] == 0
+    assert all(answers[runs[ids[name]].id] >= 2 for name in ("throttled_a", "throttled_b"))
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,7 @@ async def test_rate_limits_are_retried_honouring_retry_after() -> None:
     assert result.outcome is TestOutcome.FAILED
     assert result.error_category is ErrorCategory.RATE_LIMIT
     assert (result.retries, result.attempts) == (3, 4)
+    assert result.rate_limited == 4  # every answer was a 429, the last one too
     assert all(3.0 <= d <= 3.3 for d in sleep.delays)  # never earlier than asked
     assert result.throttled_s >= 9.0
     assert result.error_message == "Rate exceeded. (simulated)"
@@ -142,6 +143,7 @@ async def test_connection_failures_are_retried_within_the_budget_then_fail() -> 
     # 2 + 4 s fit in the 10 s budget, the next 8 s would not: it fails then, not later.
     assert fake.delays == [2.0, 4.0]
     assert (result.attempts, result.retries) == (3, 2)
+    assert result.rate_limited == 0  # retried, but not for a rate limit
 
 
 async def test_a_quota_refusing_everything_fails_within_the_test_budget() -> None:
@@ -193,6 +195,7 @@ async def test_taking_turns_behind_a_serving_quota_is_not_the_endpoint_failing()
     # 20 s of waiting its turn, four times the test's 5 s budget: still passes.
     assert result.outcome is TestOutcome.PASSED
     assert result.throttled_s >= 20
+    assert result.rate_limited == result.retries == 5  # 429 at 0, 4, 8, 12, 16 s
 
 
 class ExplodingProvider:

@@ -249,6 +249,7 @@ class TestOut(ApiModel):
     input_tokens: int | None
     output_tokens: int | None
     throttled_s: float
+    rate_limited: int = Field(description="Answers that were RATE_LIMIT (429 or throttling).")
     started_at: datetime | None
     duration_ms: float | None
 

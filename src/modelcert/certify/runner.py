@@ -136,6 +136,7 @@ class _Context:
     retries: int = 0
     attempts: int = 0
     throttled_s: float = 0.0
+    rate_limited: int = 0  # RATE_LIMIT answers, retried or not
     responses: list[ChatResponse] = field(default_factory=list)
     deadline: float = 0.0  # set when the test starts; moved by turns taken behind a quota
     _queued_s: float = 0.0  # of `throttled_s`, the part that moved the deadline
@@ -223,6 +224,7 @@ class _Context:
                 last = error
                 classification = classify(error)
                 rate_limited = classification.category is ErrorCategory.RATE_LIMIT
+                self.rate_limited += rate_limited
                 if self.gate is not None and rate_limited:
                     self.gate.record(throttled=True)
                 if not classification.temporary:
@@ -318,6 +320,7 @@ async def run_test(
     result.retries = ctx.retries
     result.attempts = ctx.attempts
     result.throttled_s = round(ctx.throttled_s, 3)
+    result.rate_limited = ctx.rate_limited
     if ctx.responses:
         result.latency_ms = round(sum(r.latency_ms for r in ctx.responses) / len(ctx.responses), 1)
         first_ttft = ctx.responses[0].ttft_ms

@@ -74,6 +74,7 @@ TEST_FIELDS = (
     "input_tokens",
     "output_tokens",
     "throttled_s",
+    "rate_limited",
     "started_at",
     "duration_ms",
 )
@@ -175,6 +176,7 @@ def result_row(test: TestResultRow, run: CertificationRun, deployment: str) -> d
         "input_tokens": test.input_tokens,
         "output_tokens": test.output_tokens,
         "throttled_s": test.throttled_s,
+        "rate_limited": test.rate_limited,
         "started_at": _iso(test.started_at),
         "duration_ms": test.duration_ms,
     }

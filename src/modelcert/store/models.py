@@ -251,6 +251,8 @@ class TestResultRow(Base):
     input_tokens: Mapped[int | None] = mapped_column(Integer)
     output_tokens: Mapped[int | None] = mapped_column(Integer)
     throttled_s: Mapped[float] = mapped_column(Float, default=0.0)
+    # RATE_LIMIT answers the test got (migration 0009); `retries` counts every retry.
+    rate_limited: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     started_at: Mapped[datetime | None]
     duration_ms: Mapped[float | None] = mapped_column(Float)
 

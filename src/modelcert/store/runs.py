@@ -342,6 +342,7 @@ def stored_result(session: Session, run_id: int, test_id: str) -> TestResult | N
         input_tokens=row.input_tokens,
         output_tokens=row.output_tokens,
         throttled_s=row.throttled_s or 0.0,
+        rate_limited=row.rate_limited or 0,
         started_at=row.started_at or utcnow(),
         duration_ms=row.duration_ms or 0.0,
     )
@@ -433,6 +434,7 @@ def _test_values(run_id: int, position: int, result: TestResult) -> dict[str, An
         input_tokens=result.input_tokens,
         output_tokens=result.output_tokens,
         throttled_s=result.throttled_s,
+        rate_limited=result.rate_limited,
         started_at=result.started_at,
         duration_ms=result.duration_ms,
     )

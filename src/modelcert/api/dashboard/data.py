@@ -74,6 +74,7 @@ class Throttling:
     tests: int = 0  # tests that waited for a rate limit (and then passed or not)
     retries: int = 0  # retries made by those tests
     failed: int = 0  # tests that failed on RATE_LIMIT in the end
+    answers: int = 0  # RATE_LIMIT answers (429s) the tests got
 
 
 @dataclass
@@ -191,7 +192,7 @@ def _hours(session: Session, now: datetime) -> list[HourBucket]:
 def _throttling(session: Session, since: datetime) -> dict[str, Throttling]:
     """Per region, over the tests of runs started since `since`: seconds waited for a rate
     limit (Retry-After holds and the pacing they set off), tests that waited, the retries
-    those tests made, tests that failed on RATE_LIMIT in the end."""
+    those tests made, tests that failed on RATE_LIMIT in the end, and RATE_LIMIT answers."""
     waited = TestResultRow.throttled_s > 0
     rows = session.execute(
         select(
@@ -200,14 +201,15 @@ def _throttling(session: Session, since: datetime) -> dict[str, Throttling]:
             func.count(TestResultRow.id).filter(waited),
             func.coalesce(func.sum(TestResultRow.retries).filter(waited), 0),
             func.count(TestResultRow.id).filter(TestResultRow.error_category == "RATE_LIMIT"),
+            func.coalesce(func.sum(TestResultRow.rate_limited), 0),
         )
         .join(CertificationRun, CertificationRun.id == TestResultRow.run_id)
         .where(CertificationRun.started_at >= since)
         .group_by(CertificationRun.region)
     )
     return {
-        region: Throttling(float(seconds), int(tests), int(retries), int(failed))
-        for region, seconds, tests, retries, failed in rows
+        region: Throttling(float(seconds), int(tests), int(retries), int(failed), int(answers))
+        for region, seconds, tests, retries, failed, answers in rows
     }
 
 
