@@ -7,7 +7,6 @@ carrying the HTTP status, the provider's error code, Retry-After and its origina
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any, TypedDict
@@ -21,13 +20,7 @@ from openai.types.chat import (
 )
 
 from modelcert import secrets
-from modelcert.providers.base import (
-    ChatEvent,
-    ChatRequest,
-    ProviderError,
-    Target,
-    parse_retry_after,
-)
+from modelcert.providers.base import ChatEvent, ChatRequest, ProviderError, Target
 from modelcert.providers.openai_events import (
     MALFORMED,
     PROVIDER,
@@ -35,13 +28,19 @@ from modelcert.providers.openai_events import (
     error_from_object,
     events_from_completion,
 )
+from modelcert.providers.sdk_support import (
+    api_key_from_env,
+    bounded,
+    causes,
+    malformed_text,
+    retry_after_from_headers,
+)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Sent when no key is configured, for endpoints that need none (a local llama.cpp). It
 # also stops the SDK from picking up OPENAI_API_KEY behind our back: keys come only from
 # the variable the configuration names. A server that does want a key answers 401.
 NO_API_KEY = "not-set"
-_MAX_MESSAGE = 4000  # keep error text whole but bounded (an HTML error page can be huge)
 
 
 class _CreateArgs(TypedDict):
@@ -102,19 +101,9 @@ class OpenAIProvider:
         cls, config: Mapping[str, Any], environ: Mapping[str, str] = os.environ
     ) -> OpenAIProvider:
         """Build from a provider's stored config; the key is read from the variable it names."""
-        api_key: str | None = None
-        key_variable = config.get("api_key_env")
-        if key_variable:
-            api_key = environ.get(str(key_variable))
-            if not api_key:
-                raise ProviderError(
-                    f"environment variable {key_variable} (the API key) is not set",
-                    code="MissingCredentials",
-                    provider=PROVIDER,
-                )
         return cls(
             base_url=config.get("base_url"),
-            api_key=api_key,
+            api_key=api_key_from_env(config, environ, provider=PROVIDER),
             azure_endpoint=config.get("azure_endpoint"),
             api_version=config.get("api_version"),
             organization=config.get("organization"),
@@ -176,7 +165,7 @@ class OpenAIProvider:
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             # Invalid JSON in a body or an SSE event, or an answer of an unexpected shape.
             raise ProviderError(
-                _bounded(f"malformed answer: {_malformed_text(exc)}"),
+                bounded(f"malformed answer: {malformed_text(exc)}"),
                 code=MALFORMED,
                 provider=PROVIDER,
             ) from exc
@@ -249,50 +238,23 @@ def provider_error(exc: openai.OpenAIError) -> ProviderError:
             # No OpenAI-style error object: the body text is the provider's message.
             message = exc.response.text.strip() or exc.message
             code = None
-        headers = exc.response.headers
-        retry_after = parse_retry_after(headers.get("retry-after"))
-        retry_after_ms = parse_retry_after(headers.get("retry-after-ms"))
-        if retry_after_ms is not None:
-            retry_after = retry_after_ms / 1000
         return ProviderError(
-            _bounded(message),
+            bounded(message),
             status=exc.status_code,
             code=code,
-            retry_after=retry_after,
+            retry_after=retry_after_from_headers(exc.response.headers),
             provider=PROVIDER,
         )
     # APITimeoutError subclasses APIConnectionError, so it must be tested first.
     if isinstance(exc, openai.APITimeoutError):
         return ProviderError(
-            f"{exc.message} {_causes(exc)}".strip(), code="TimeoutError", provider=PROVIDER
+            f"{exc.message} {causes(exc)}".strip(), code="TimeoutError", provider=PROVIDER
         )
     if isinstance(exc, openai.APIConnectionError):
         return ProviderError(
-            f"{exc.message} {_causes(exc)}".strip(), code="ConnectionError", provider=PROVIDER
+            f"{exc.message} {causes(exc)}".strip(), code="ConnectionError", provider=PROVIDER
         )
     if isinstance(exc, openai.APIError) and isinstance(exc.body, dict):
         # An error object inside an answer that started with 200 (e.g. mid-stream).
         return error_from_object(exc.body)
-    return ProviderError(_bounded(str(exc)), code=type(exc).__name__, provider=PROVIDER)
-
-
-def _causes(exc: BaseException) -> str:
-    """The text of the underlying errors (e.g. 'Connection refused'), outermost first."""
-    texts: list[str] = []
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None and len(texts) < 5:
-        text = str(cause) or type(cause).__name__
-        if text not in texts:
-            texts.append(text)
-        cause = cause.__cause__ or cause.__context__
-    return ": ".join(texts)
-
-
-def _malformed_text(exc: BaseException) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} in {exc.doc[:1000]!r}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _bounded(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
+    return ProviderError(bounded(str(exc)), code=type(exc).__name__, provider=PROVIDER)
