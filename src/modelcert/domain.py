@@ -26,7 +26,13 @@ DEFAULT_REGIONS: tuple[str, ...] = (
 GLOBAL_REGION = "global"
 
 # The provider adapters there are (`modelcert.providers.registry` builds them).
-PROVIDER_KINDS: tuple[str, ...] = ("sim", "bedrock", "openai", "azure-openai")
+PROVIDER_KINDS: tuple[str, ...] = (
+    "sim",
+    "bedrock",
+    "openai",
+    "azure-openai",
+    "anthropic",  # Anthropic's own Messages API
+)
 
 
 class CertificationStatus(StrEnum):

@@ -52,6 +52,8 @@ RULES: tuple[CategoryRule, ...] = (
             "ModelNotReadyException",
             "NotFound",
             "DeploymentNotFound",
+            "not_found_error",  # Anthropic
+            "NOT_FOUND",  # Google (Gemini API, Vertex AI)
         ),
         statuses=(404,),
         patterns=(
@@ -68,7 +70,13 @@ RULES: tuple[CategoryRule, ...] = (
         20,
         Severity.CRITICAL,
         False,
-        codes=("AccessDeniedException", "permission_denied", "PermissionDenied"),
+        # permission_denied also covers Google's PERMISSION_DENIED (codes ignore case).
+        codes=(
+            "AccessDeniedException",
+            "permission_denied",
+            "PermissionDenied",
+            "permission_error",
+        ),
         statuses=(403,),
         patterns=(r"not authori[sz]ed", r"forbidden", r"access denied"),
     ),
@@ -87,6 +95,10 @@ RULES: tuple[CategoryRule, ...] = (
             "MissingCredentials",
             "invalid_api_key",
             "authentication_error",
+            "UNAUTHENTICATED",  # Google
+            # The Gemini API refuses a bad key with 400 INVALID_ARGUMENT; the reason in its
+            # ErrorInfo detail says what it is (see providers/gemini_events.py).
+            "API_KEY_INVALID",
         ),
         statuses=(401,),
         patterns=(
@@ -109,6 +121,9 @@ RULES: tuple[CategoryRule, ...] = (
             "BadRequest",
             "UnknownEndpoint",
             "InvalidRegion",
+            "INVALID_ARGUMENT",  # Google
+            "FAILED_PRECONDITION",  # Google: e.g. billing not enabled, API not offered there
+            "request_too_large",  # Anthropic (413)
         ),
         statuses=(400, 422),
         patterns=(
@@ -138,6 +153,8 @@ RULES: tuple[CategoryRule, ...] = (
             "ServiceQuotaExceededException",
             "insufficient_quota",
             "LimitExceededException",
+            "rate_limit_error",  # Anthropic
+            "RESOURCE_EXHAUSTED",  # Google
         ),
         statuses=(429,),
         patterns=(r"too many requests", r"rate limit", r"throttl", r"quota exceeded"),
@@ -147,7 +164,14 @@ RULES: tuple[CategoryRule, ...] = (
         45,
         Severity.MEDIUM,
         True,
-        codes=("ModelTimeoutException", "TimeoutError", "ReadTimeoutError", "RequestTimeout"),
+        codes=(
+            "ModelTimeoutException",
+            "TimeoutError",
+            "ReadTimeoutError",
+            "RequestTimeout",
+            "timeout_error",  # Anthropic (504)
+            "DEADLINE_EXCEEDED",  # Google
+        ),
         statuses=(408, 504),
         patterns=(r"timed? ?out", r"deadline exceeded"),
     ),
@@ -183,8 +207,14 @@ RULES: tuple[CategoryRule, ...] = (
             "ModelErrorException",
             "server_error",
             "ServiceUnavailable",
+            "api_error",  # Anthropic (500)
+            # Anthropic's 529: the service as a whole is overloaded, not this caller's quota
+            # (that is rate_limit_error, 429), so it is retried as a server fault.
+            "overloaded_error",
+            "UNAVAILABLE",  # Google (503)
+            "INTERNAL",  # Google (500)
         ),
-        statuses=(500, 502, 503),
+        statuses=(500, 502, 503, 529),
         patterns=(r"internal server error", r"service unavailable", r"bad gateway"),
     ),
     _rule(

@@ -25,6 +25,10 @@ def build_provider(kind: str, config: Mapping[str, Any]) -> ProviderClient:
         from modelcert.providers.openai import OpenAIProvider
 
         return OpenAIProvider.from_config(config)
+    if kind == "anthropic":
+        from modelcert.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider.from_config(config)
     raise UserError(
         f"unknown provider kind {kind!r} (known: {', '.join(PROVIDER_KINDS)})", field="kind"
     )

@@ -50,7 +50,21 @@ def reject_secrets_in(field: str, value: str) -> None:
 
 
 def default_regions(kind: str) -> list[str]:
-    return [GLOBAL_REGION] if kind in ("openai", "azure-openai") else list(DEFAULT_REGIONS)
+    """Regions of a provider added without any: one endpoint (`global`) for the kinds that
+    are one URL (a Vertex AI provider is given its locations, or serves `global`)."""
+    if kind in ("openai", "azure-openai", "anthropic", "gemini"):
+        return [GLOBAL_REGION]
+    return list(DEFAULT_REGIONS)
+
+
+def _auth_type(kind: str, settings: Mapping[str, Any]) -> str:
+    if kind == "bedrock":
+        return "aws"
+    if "api_key_env" in settings:
+        return "api_key"
+    if kind == "gemini" and settings.get("vertexai"):
+        return "google_adc"  # application default credentials (or access_token_env)
+    return "none"
 
 
 def add_provider(
@@ -83,9 +97,7 @@ def add_provider(
         kind=kind,
         name=name or slug,
         base_url=base_url,
-        auth_type="aws"
-        if kind == "bedrock"
-        else ("api_key" if "api_key_env" in settings else "none"),
+        auth_type=_auth_type(kind, settings),
         regions=list(regions) if regions else default_regions(kind),
         config=settings,
     )
