@@ -32,6 +32,7 @@ PROVIDER_KINDS: tuple[str, ...] = (
     "openai",
     "azure-openai",
     "anthropic",  # Anthropic's own Messages API
+    "gemini",  # Google's Gemini API, or Vertex AI (whose regions are its locations)
 )
 
 

@@ -99,6 +99,7 @@ RULES: tuple[CategoryRule, ...] = (
             # The Gemini API refuses a bad key with 400 INVALID_ARGUMENT; the reason in its
             # ErrorInfo detail says what it is (see providers/gemini_events.py).
             "API_KEY_INVALID",
+            "RefreshError",  # google-auth could not refresh the credentials (ADC)
         ),
         statuses=(401,),
         patterns=(

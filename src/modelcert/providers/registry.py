@@ -29,6 +29,10 @@ def build_provider(kind: str, config: Mapping[str, Any]) -> ProviderClient:
         from modelcert.providers.anthropic import AnthropicProvider
 
         return AnthropicProvider.from_config(config)
+    if kind == "gemini":
+        from modelcert.providers.gemini import GeminiProvider
+
+        return GeminiProvider.from_config(config)
     raise UserError(
         f"unknown provider kind {kind!r} (known: {', '.join(PROVIDER_KINDS)})", field="kind"
     )
