@@ -106,7 +106,8 @@ class Behaviour:
     json_answer: Any = field(default_factory=lambda: dict(PERSON))
     prompt_tokens: int = 8
     candidates_tokens: int = 6
-    finish_reason: str | None = None  # None: STOP (MAX_TOKENS when max tokens are hit)
+    finish_reason: str | None = None  # None: STOP, or MAX_TOKENS when the limit cuts it
+    answer_tokens: int = 60  # what the whole answer takes: a lower maxOutputTokens cuts it
     error: HttpError | None = None
     error_times: int | None = None  # answer `error` to the first N calls only (None: all)
     stream_error: HttpError | None = None  # sent as a data: line after `error_after_chunks`
@@ -270,7 +271,7 @@ def _finish_reason(behaviour: Behaviour, body: Mapping[str, Any]) -> str:
     if behaviour.finish_reason is not None:
         return behaviour.finish_reason
     limit = (body.get("generationConfig") or {}).get("maxOutputTokens")
-    return "MAX_TOKENS" if limit is not None and limit <= behaviour.candidates_tokens else "STOP"
+    return "MAX_TOKENS" if limit is not None and limit < behaviour.answer_tokens else "STOP"
 
 
 def _answer(

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from modelcert.certify.battery import BATTERY, plan_battery
+from modelcert.certify.battery import BATTERY, default_capabilities, plan_battery
 from modelcert.certify.verdicts import (
     ChatResponse,
+    verdict_ends_at_max_tokens,
     verdict_json,
     verdict_stays_short,
     verdict_stop_sequence,
@@ -43,6 +44,31 @@ def test_vendor_extras_only_for_their_vendor() -> None:
     anthropic = ids("anthropic", Capabilities())
     assert "amazon-haiku" in amazon and "amazon-haiku" not in anthropic
     assert "anthropic-sampling" in anthropic and "anthropic-sampling" not in amazon
+    google = ids("Google", Capabilities())
+    assert "google-max-tokens" in google and "google-max-tokens" not in amazon
+    assert "anthropic-sampling" not in google and "amazon-haiku" not in google
+
+
+def test_native_kinds_declare_what_their_apis_take() -> None:
+    for kind in ("anthropic", "gemini"):
+        caps = default_capabilities(kind)
+        assert (caps.tools, caps.json_output, caps.stop_sequences, caps.system_prompt) == (
+            True,
+            True,
+            True,
+            True,
+        )
+        assert all(skip is None for skip in ids("Google", caps).values())
+    # Kinds that front models of every kind assume nothing optional.
+    assert default_capabilities("openai") == Capabilities()
+    assert default_capabilities("bedrock") == Capabilities()
+
+
+def test_max_tokens_must_be_reported_as_the_reason_it_ended() -> None:
+    assert verdict_ends_at_max_tokens(response("1, 2, 3", stop_reason="max_tokens"), 50).passed
+    natural = verdict_ends_at_max_tokens(response("1, 2, 3", stop_reason="end_turn"), 50)
+    assert not natural.passed and "end_turn" in natural.detail
+    assert not verdict_ends_at_max_tokens(response("1, 2, 3", output_tokens=80), 50).passed
 
 
 def test_undeclared_capability_is_skipped_not_dropped() -> None:

@@ -21,6 +21,7 @@ from modelcert.certify.verdicts import (
     Verdict,
     has_text,
     verdict_contains,
+    verdict_ends_at_max_tokens,
     verdict_json,
     verdict_min_length,
     verdict_stays_short,
@@ -35,6 +36,22 @@ from modelcert.providers.base import ChatRequest, Message, ProviderError
 
 DEFAULT_TIMEOUT_S = 30.0
 AMAZON_MAX_TOKENS = 50
+GOOGLE_MAX_TOKENS = 50
+
+# What a deployment of a provider kind is assumed to support when it declares nothing
+# (`modelcert catalog add-deployment` without the capability, and discovery): the native
+# APIs of Anthropic and Google take tools, JSON schema output, system prompts, stop
+# sequences and images for every current chat model. The other kinds front models of
+# every kind, so nothing optional is assumed for them.
+KIND_CAPABILITIES: dict[str, Capabilities] = {
+    "anthropic": Capabilities(tools=True, json_output=True, vision=True),
+    "gemini": Capabilities(tools=True, json_output=True, vision=True),
+}
+
+
+def default_capabilities(kind: str) -> Capabilities:
+    """The capabilities a deployment of `kind` is given unless it says otherwise."""
+    return KIND_CAPABILITIES.get(kind, Capabilities())
 
 
 class CallContext(Protocol):
@@ -187,6 +204,11 @@ async def _amazon_max_tokens(ctx: CallContext) -> Verdict:
     return verdict_stays_short(await ctx.call(request), AMAZON_MAX_TOKENS)
 
 
+async def _google_max_tokens(ctx: CallContext) -> Verdict:
+    request = _req(ctx, "Count from 1 to 100, separated by commas.", max_tokens=GOOGLE_MAX_TOKENS)
+    return verdict_ends_at_max_tokens(await ctx.call(request), GOOGLE_MAX_TOKENS)
+
+
 def _streams(caps: Capabilities) -> bool:
     return caps.streaming
 
@@ -255,6 +277,14 @@ BATTERY: tuple[BatteryTest, ...] = (
         "Max tokens keeps a count short",
         _amazon_max_tokens,
         vendors=frozenset({"amazon"}),
+    ),
+    BatteryTest(
+        # Gemini reports why an answer ended (finishReason): one cut by maxOutputTokens
+        # must say MAX_TOKENS, or a caller takes a truncated answer for a whole one.
+        "google-max-tokens",
+        "Max output tokens ends the answer as MAX_TOKENS",
+        _google_max_tokens,
+        vendors=frozenset({"google"}),
     ),
 )
 

@@ -158,6 +158,17 @@ def verdict_stays_short(response: ChatResponse, max_tokens: int) -> Verdict:
     return Verdict.ok(f"stopped early ({response.stop_reason}, {response.output_tokens} tokens)")
 
 
+def verdict_ends_at_max_tokens(response: ChatResponse, max_tokens: int) -> Verdict:
+    """Stays within `max_tokens` and says so: the stop reason is max_tokens, not a natural
+    end (an API that reports it lets a caller tell a cut answer from a complete one)."""
+    short = verdict_stays_short(response, max_tokens)
+    if not short.passed:
+        return short
+    if response.stop_reason != "max_tokens":
+        return Verdict.fail(f"cut at max tokens but reported as {response.stop_reason!r}")
+    return Verdict.ok(f"ended at max tokens ({response.output_tokens} tokens)")
+
+
 def verdict_min_length(response: ChatResponse, min_chars: int) -> Verdict:
     length = len(response.text.strip())
     if length > min_chars:

@@ -64,9 +64,13 @@ def catalog_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 @catalog_app.command("add-provider")
 def add_provider(
     slug: Annotated[str, typer.Argument(help="Unique short name, e.g. bedrock, openai, sim.")],
-    kind: Annotated[str, typer.Option(help="sim | bedrock | openai | azure-openai")],
+    kind: Annotated[
+        str, typer.Option(help="sim | bedrock | openai | azure-openai | anthropic | gemini")
+    ],
     name: Annotated[str | None, typer.Option()] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL.")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="Endpoint base URL (openai, anthropic, gemini).")
+    ] = None,
     region: Annotated[list[str] | None, typer.Option(help="Served region (repeat).")] = None,
     api_key_env: Annotated[
         str | None, typer.Option(help="NAME of the env variable holding the API key.")
@@ -107,20 +111,29 @@ def add_deployment(
     vendor: Annotated[str, typer.Option(help="Anthropic, Amazon, Cohere, Meta, …")] = "unknown",
     inference_type: Annotated[InferenceType, typer.Option()] = InferenceType.ON_DEMAND,
     capabilities: Annotated[
-        str | None, typer.Option(help='JSON, e.g. {"tools": true, "json_output": true}')
+        str | None,
+        typer.Option(
+            help='JSON, e.g. {"tools": true, "json_output": true}, over the kind\'s defaults '
+            "(anthropic, gemini: tools, JSON output, vision; other kinds: none of them)"
+        ),
     ] = None,
     options: Annotated[str | None, typer.Option(help="Deployment options as JSON.")] = None,
 ) -> None:
     """Add a deployment of a model on a provider."""
+    from modelcert.certify.battery import default_capabilities
     from modelcert.domain import Capabilities
     from modelcert.domain import InferenceType as DomainInferenceType
     from modelcert.store import db, repo
 
-    try:
-        caps = Capabilities.model_validate(json_option(capabilities, "capabilities"))
-    except ValueError as exc:
-        raise UserError(f"capabilities: {exc}".splitlines()[0], field="capabilities") from exc
+    declared = json_option(capabilities, "capabilities")
     with db.transaction(session_factory()) as session:
+        kind = repo.get_provider(session, provider).kind
+        try:
+            caps = Capabilities.model_validate(
+                {**default_capabilities(kind).model_dump(), **declared}
+            )
+        except ValueError as exc:
+            raise UserError(f"capabilities: {exc}".splitlines()[0], field="capabilities") from exc
         deployment = repo.add_deployment(
             session,
             provider_slug=provider,

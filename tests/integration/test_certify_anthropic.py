@@ -1,0 +1,166 @@
+"""The anthropic kind end to end: deployments certified through the durable workflow (the
+enqueuer the API uses, an in-process worker), over the real anthropic SDK, against a local
+server speaking Anthropic's wire format; on SQLite and PostgreSQL. A healthy model is
+CERTIFIED; each misbehaviour gives the verdict and category a user would expect, with
+Anthropic's own message kept."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelcert.certify.battery import default_capabilities
+from modelcert.jobs.enqueue import Enqueuer
+from modelcert.store import repo
+from modelcert.store.db import transaction
+from tests.support.fake_anthropic import Behaviour, FakeAnthropic, HttpError, StreamError
+from tests.support.inprocess import StartWorker
+from tests.support.queued import certify_queued
+
+KEY_VARIABLE = "MODELCERT_TEST_ANTHROPIC_KEY"
+
+# model id -> (behaviour, expected status, expected category, the message kept, retried)
+CASES: dict[str, tuple[Behaviour, str, str | None, str | None, bool]] = {
+    "claude-healthy": (Behaviour(), "CERTIFIED", None, None, False),
+    "claude-throttled-then-ok": (
+        Behaviour(error=HttpError("rate_limit_error", "slow down", retry_after="0"), error_times=2),
+        "CERTIFIED",
+        None,
+        None,
+        True,
+    ),
+    "claude-rate-limited": (
+        Behaviour(error=HttpError("rate_limit_error", "Number of request tokens exceeded")),
+        "FAILED",
+        "RATE_LIMIT",
+        "Number of request tokens exceeded",
+        True,
+    ),
+    "claude-overloaded": (
+        Behaviour(error=HttpError("overloaded_error", "Overloaded")),
+        "FAILED",
+        "SERVER_ERROR",
+        "Overloaded",
+        True,
+    ),
+    "claude-api-error": (
+        Behaviour(error=HttpError("api_error", "Internal server error")),
+        "FAILED",
+        "SERVER_ERROR",
+        "Internal server error",
+        True,
+    ),
+    "claude-bad-key": (
+        Behaviour(error=HttpError("authentication_error", "invalid x-api-key")),
+        "FAILED",
+        "AUTHENTICATION_ERROR",
+        "invalid x-api-key",
+        False,
+    ),
+    "claude-denied": (
+        Behaviour(error=HttpError("permission_error", "This key may not use this model")),
+        "FAILED",
+        "PERMISSION_ERROR",
+        "This key may not use this model",
+        False,
+    ),
+    "claude-retired": (
+        Behaviour(error=HttpError("not_found_error", "model: claude-retired")),
+        "FAILED",
+        "UNAVAILABLE",
+        "model: claude-retired",
+        False,
+    ),
+    "claude-misconfigured": (
+        Behaviour(error=HttpError("invalid_request_error", "max_tokens: too large for model")),
+        "FAILED",
+        "CONFIGURATION_ERROR",
+        "max_tokens: too large for model",
+        False,
+    ),
+    "claude-mid-stream": (
+        Behaviour(stream_error=StreamError("overloaded_error", "Overloaded mid-answer")),
+        "FAILED",
+        "SERVER_ERROR",
+        "Overloaded mid-answer",
+        True,
+    ),
+    "claude-cut": (Behaviour(cut_after_chunks=1), "FAILED", "NETWORK_ERROR", None, True),
+    "claude-hang": (Behaviour(hold=True), "FAILED", "TIMEOUT", None, False),
+}
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
+    monkeypatch.setenv(KEY_VARIABLE, "planted-anthropic-key-Hq73Lx9")
+    with FakeAnthropic() as server:
+        for model_id, (behaviour, *_) in CASES.items():
+            server.behaviours[model_id] = behaviour
+        yield server
+
+
+@pytest.fixture
+def catalog(factory: sessionmaker[Session], fake: FakeAnthropic) -> sessionmaker[Session]:
+    with transaction(factory) as session:
+        repo.add_provider(
+            session,
+            slug="anthropic",
+            kind="anthropic",
+            base_url=fake.url,
+            # Test budgets short enough that a hang costs two seconds, long enough for
+            # every other call on a loaded machine.
+            config={"api_key_env": KEY_VARIABLE, "timeout": 20},
+        )
+        for model_id in CASES:
+            repo.add_deployment(
+                session,
+                provider_slug="anthropic",
+                provider_model_id=model_id,
+                vendor="Anthropic",
+                capabilities=default_capabilities("anthropic"),
+                options={"test_timeout_s": 1.0} if model_id == "claude-hang" else {},
+            )
+    return factory
+
+
+def test_each_behaviour_gets_the_verdict_a_user_expects(
+    catalog: sessionmaker[Session],
+    enqueuer: Enqueuer,
+    start_worker: StartWorker,
+    fake: FakeAnthropic,
+) -> None:
+    pairs = [(f"anthropic/{model_id}", "global") for model_id in CASES]
+    found = certify_queued(catalog, enqueuer, start_worker, pairs)
+    verdicts = {ref.split("/")[1]: verdict for (ref, _), verdict in found.items()}
+    for model_id, (_, status, category, message, retried) in CASES.items():
+        verdict = verdicts[model_id]
+        assert (verdict.status, verdict.error_category) == (status, category), model_id
+        assert not verdict.simulated
+        if message is not None:
+            assert verdict.error_message == message, model_id
+        assert (verdict.total_retries > 0) is retried, (model_id, verdict.total_retries)
+    assert fake.request_counts["claude-hang"] >= 1
+
+    # A healthy model passes every test, optional features and the vendor's extra included.
+    outcomes = {t.test_id: t.outcome for t in verdicts["claude-healthy"].tests}
+    assert set(outcomes.values()) == {"PASSED"}, outcomes
+    assert {"tool-calling", "json-output", "stop-sequence", "anthropic-sampling"} <= set(outcomes)
+
+    # Failures keep Anthropic's error type and HTTP status (none for an event mid-stream).
+    first = verdicts["claude-overloaded"].tests[0]
+    assert (first.error_code, first.http_status) == ("overloaded_error", 529)
+    mid = verdicts["claude-mid-stream"].tests[0]
+    assert (mid.error_code, mid.http_status) == ("overloaded_error", None)
+    # An unusable deployment is not paid for further; a hung one gets two test budgets.
+    denied = verdicts["claude-denied"].tests
+    assert [t.outcome for t in denied[1:]] == ["SKIPPED"] * (len(denied) - 1)
+    hang = verdicts["claude-hang"].tests
+    assert [t.outcome for t in hang[:2]] == ["FAILED", "FAILED"]
+    assert all(t.outcome == "SKIPPED" for t in hang[2:])
+
+    # A throttled model waited for its own quota; the healthy one never waited for it.
+    throttled = verdicts["claude-throttled-then-ok"].tests[0]
+    assert (throttled.retries, throttled.outcome) == (2, "PASSED")
+    assert all(t.throttled_s == 0 for t in verdicts["claude-healthy"].tests)
