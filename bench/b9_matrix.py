@@ -12,9 +12,14 @@ round trip), and the page's size, raw and as gzip would send it (the API does no
 compress; a proxy in front may). The same for a filtered view (`status=FAILED`) and a
 one-region view.
 
+With --history N, each certified cell also has N earlier runs over the last 7 days (summary
+columns only, bulk-inserted: what the matrix's pass-rate sparklines read), as a fleet
+re-certified every few hours has.
+
 Run:
     python bench/b9_matrix.py                   # SQLite
     python bench/b9_matrix.py --db postgres
+    python bench/b9_matrix.py --history 28      # a week of 6-hourly runs per cell
 """
 
 from __future__ import annotations
@@ -34,16 +39,19 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from harness import bench_database, emit, pct, r
+from sqlalchemy import insert
 
 from modelcert.certify.scoring import score_results
 from modelcert.domain import ErrorCategory, TestOutcome, TestResult
 from modelcert.store import api_keys, db, repo
 from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
+from modelcert.store.models import CertificationRun, utcnow
 from modelcert.store.runs import begin_run, finish_run
 from modelcert.worker.process import free_port
 
@@ -89,8 +97,34 @@ def battery(rng: random.Random, kind: str) -> list[TestResult]:
     ]
 
 
-def seed(url: str, providers: int, per_provider: int, regions: int, never: float) -> str:
-    """The catalog and its certifications; returns an operator key."""
+def history_rows(
+    rng: random.Random, deployment_id: int, region: str, kind: str, runs: int, now: datetime
+) -> list[dict[str, Any]]:
+    """`runs` earlier runs of a cell over the last 7 days (its sparkline's range), summary
+    columns only (what the sparklines read): mostly like the cell's current verdict, one
+    in ten different."""
+    rows = []
+    for _ in range(runs):
+        like = kind if rng.random() < 0.9 else rng.choice(("ok", "warn", "fail"))
+        passed, failed = {"ok": (12, 0), "warn": (10, 2), "fail": (0, 1)}[like]
+        started = now - timedelta(seconds=rng.uniform(60, 7 * 86400))
+        rows.append(
+            {
+                "deployment_id": deployment_id, "region": region, "started_at": started,
+                "completed_at": started + timedelta(seconds=30), "simulated": True,
+                "status": {"ok": "CERTIFIED", "warn": "QUALITY_WARNING", "fail": "FAILED"}[like],
+                "tests_total": passed + failed, "tests_passed": passed, "tests_failed": failed,
+                "tests_skipped": 12 - passed - failed,
+            }
+        )  # fmt: skip
+    return rows
+
+
+def seed(
+    url: str, providers: int, per_provider: int, regions: int, never: float, history: int = 0
+) -> str:
+    """The catalog and its certifications (and `history` earlier runs per certified cell);
+    returns an operator key."""
     rng = random.Random(9)
     engine = db.make_engine(url)
     db.upgrade(engine)
@@ -115,6 +149,11 @@ def seed(url: str, providers: int, per_provider: int, regions: int, never: float
                 kind = rng.choices(("ok", "warn", "fail"), (75, 10, 15))[0]
                 results = battery(rng, kind)
                 run = begin_run(session, deployment_id, region, simulated=True)
+                if history:
+                    rows = history_rows(rng, deployment_id, region, kind, history, utcnow())
+                    for row in rows:
+                        row["certification_id"] = run.certification_id
+                    session.execute(insert(CertificationRun), rows)
                 finish_run(session, run.id, results, score_results(results))
                 cells += 1
     engine.dispose()
@@ -198,12 +237,15 @@ def main() -> None:
     p = fleet_parser(__doc__)
     p.add_argument("--never", type=float, default=0.05, help="share of cells never certified")
     p.add_argument("--samples", type=int, default=30)
+    p.add_argument(
+        "--history", type=int, default=0, help="earlier runs per certified cell, over 7 days"
+    )
     args = p.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="modelcert-b9-") as tmp,
         bench_database(args.db, Path(tmp)) as url,
     ):
-        key = seed(url, args.providers, args.per_provider, args.regions, args.never)
+        key = seed(url, args.providers, args.per_provider, args.regions, args.never, args.history)
         with api_process(url, "/dashboard/login") as api:
             base = f"{api}/dashboard"
             jar = http.cookiejar.CookieJar()

@@ -40,12 +40,16 @@ def test_sparklines_trend_charts_and_the_comparison_with_the_run_before(
     # The matrix: a pass-rate sparkline in each certified cell, its reading in its title.
     driver.get(f"{service.url}/dashboard/matrix")
     spark = driver.find_element(By.CSS_SELECTOR, "a[data-cell='lab/steady@us-east-1'] svg.spark")
-    assert spark.get_attribute("aria-label") == "pass rate over 7 d: 100 %"
+    assert spark.find_element(By.TAG_NAME, "title").get_attribute("textContent") == (
+        "pass rate over 7 d: 100 %"
+    )
     assert "spark-ok" in (spark.get_attribute("class") or "")
     denied = driver.find_element(
         By.CSS_SELECTOR, "a[data-cell='lab/denied@us-east-1'] svg.spark"
     )  # refused at its first test, which counts as failed
-    assert denied.get_attribute("aria-label") == "pass rate over 7 d: 0 %"
+    assert denied.find_element(By.TAG_NAME, "title").get_attribute("textContent") == (
+        "pass rate over 7 d: 0 %"
+    )
     assert "spark-bad" in (denied.get_attribute("class") or "")
     screenshot(driver, "matrix-sparklines", tmp_path)
 

@@ -11,6 +11,7 @@ from pydantic import BeforeValidator, Field
 
 from modelcert.api import queries, sse
 from modelcert.api.dashboard import data
+from modelcert.api.dashboard.charts import SparklineCache
 from modelcert.api.dashboard.compare_page import run_before
 from modelcert.api.dashboard.web import HERE, LoginDep, error_page, render
 from modelcert.api.deps import FactoryDep, SessionDep, SettingsDep
@@ -78,6 +79,14 @@ def overview(
     )  # fmt: skip
 
 
+def _sparklines(request: Request) -> SparklineCache:
+    """This app's cache of the matrix's sparkline series (one per app: tests run several)."""
+    cache = getattr(request.app.state, "sparklines", None)
+    if cache is None:
+        cache = request.app.state.sparklines = SparklineCache(SPARK_RANGE)
+    return cache
+
+
 @router.get("/matrix", response_class=HTMLResponse)
 def matrix(
     request: Request,
@@ -97,9 +106,9 @@ def matrix(
     )  # fmt: skip
     found = data.matrix(session, filters)
     now = utcnow()
-    sparks = trends.cell_series(
-        session, SPARK_RANGE, now=now, deployment_ids=[row.deployment.id for row in found.rows]
-    )["cells"]
+    sparks = _sparklines(request).cells(
+        session, [row.deployment.id for row in found.rows], found.regions, now
+    )
     return render(
         request, login, "matrix.html", page="matrix", matrix=found, regions=found.regions,
         rows=found.rows, now=now, label=data.label, filters=filters, sparks=sparks,
