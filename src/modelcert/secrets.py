@@ -4,9 +4,10 @@ Providers register every secret value they use (`register`): the API keys read f
 environment variables their configuration names, the AWS credentials and session token
 of the boto3 chain. `redact(text)` replaces each registered value with `***`, and also
 masks token shapes that were echoed even if this process never knew them (`Bearer …`,
-`sk-…`, `AKIA…`/`ASIA…`, modelcert's own `mc_…` API keys, `X-Amz-Security-Token=…`,
-a URL's password). It runs where a `ProviderError` is built (so what is stored, shown
-and reported is already masked), where results are written, and on every log record
+`sk-…`, `AKIA…`/`ASIA…`, Google's `AIza…` keys and `ya29.…` tokens, modelcert's own
+`mc_…` API keys, `X-Amz-Security-Token=…`, a URL's password). It runs where a
+`ProviderError` is built (so what is stored, shown and reported is already masked), where
+results are written, and on every log record
 (`install_log_redaction`: a log-record factory, so handlers added later by uvicorn or
 DBOS are covered too, plus a filter on the root handlers and a structlog processor).
 
@@ -45,6 +46,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bsk-[A-Za-z0-9_*-]{8,}"), MASK),
     # AWS access key ids (long-term AKIA, temporary ASIA)
     (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), MASK),
+    # Google API keys (the Gemini API's) and Google OAuth access tokens (Vertex AI's)
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), MASK),
+    (re.compile(r"\bya29\.[0-9A-Za-z_.-]{16,}"), MASK),
     # modelcert's own API keys: "mc_" + token_urlsafe(32)
     (re.compile(r"\bmc_[A-Za-z0-9_-]{20,}"), MASK),
     # SigV4 pieces in query strings and headers
@@ -242,7 +246,8 @@ def is_secret_name(name: str) -> bool:
 
 
 def _looks_like_key(value: str) -> bool:
-    return any(pattern.search(value) for pattern, _ in _PATTERNS[:4])
+    # The key shapes at the head of _PATTERNS (Bearer, sk-, AKIA, AIza, ya29., mc_).
+    return any(pattern.search(value) for pattern, _ in _PATTERNS[:6])
 
 
 def find_config_secret(value: Any, path: str) -> tuple[str, str] | None:

@@ -37,6 +37,7 @@ from modelcert.store import api_keys, repo
 from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import CertificationRun, TestResultRow, utcnow
+from tests.support import fake_anthropic, fake_gemini
 from tests.support.echo_gateway import EchoGateway
 from tests.support.fake_bedrock import Behaviour, FakeBedrock, HttpError
 from tests.support.inprocess import FAST_AVAILABILITY_GAP_S, StartWorker
@@ -47,13 +48,34 @@ KEY_VARIABLE = "MODELCERT_TEST_PLANTED_KEY"
 AWS_ACCESS_KEY = "ASIAPLANTED7TESTKEY1"
 AWS_SECRET = "plantedAwsSecretKey/Q7xLm2Zt8+Rk4Vn"
 AWS_TOKEN = "IQoJplantedSessionToken/Q7xLm2Zt8Rk4Vn+AAA=="
+ANTHROPIC_KEY = "planted-anthropic-key-Hq73Lx9Vb2"
+ANTHROPIC_VARIABLE = "MODELCERT_TEST_PLANTED_ANTHROPIC_KEY"
+GEMINI_KEY = "planted-gemini-key-Wm41Qz8Tc6"
+GEMINI_VARIABLE = "MODELCERT_TEST_PLANTED_GEMINI_KEY"
+VERTEX_TOKEN = "planted-vertex-token-Rk29Ps7Jd3"
+VERTEX_VARIABLE = "MODELCERT_TEST_PLANTED_VERTEX_TOKEN"
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
-PAIRS = [("gw/echo-model", "global"), (f"bedrock/{CLAUDE}", "us-east-1")]
+PAIRS = [
+    ("gw/echo-model", "global"),
+    (f"bedrock/{CLAUDE}", "us-east-1"),
+    ("anthropic/claude-echo", "global"),
+    ("gemini/gemini-echo", "global"),
+    ("vertex/gemini-echo", "us-central1"),
+]
 THIRD_PARTY_DEBUG = "botocore=DEBUG,urllib3=DEBUG,httpx=DEBUG,httpcore=DEBUG,openai=DEBUG"
 
 
 def planted(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
-    return (GATEWAY_KEY, AWS_ACCESS_KEY, AWS_SECRET, AWS_TOKEN, *extra)
+    return (
+        GATEWAY_KEY,
+        AWS_ACCESS_KEY,
+        AWS_SECRET,
+        AWS_TOKEN,
+        ANTHROPIC_KEY,
+        GEMINI_KEY,
+        VERTEX_TOKEN,
+        *extra,
+    )
 
 
 def leaks(text: str, secrets: tuple[str, ...]) -> list[str]:
@@ -72,6 +94,9 @@ def planted_env(aws_test_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", AWS_ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
     monkeypatch.setenv("AWS_SESSION_TOKEN", AWS_TOKEN)
+    monkeypatch.setenv(ANTHROPIC_VARIABLE, ANTHROPIC_KEY)
+    monkeypatch.setenv(GEMINI_VARIABLE, GEMINI_KEY)
+    monkeypatch.setenv(VERTEX_VARIABLE, VERTEX_TOKEN)
 
 
 @pytest.fixture
@@ -95,8 +120,38 @@ def fake(planted_env: None) -> Iterator[FakeBedrock]:
 
 
 @pytest.fixture
+def anthropic_echo(planted_env: None) -> Iterator[fake_anthropic.FakeAnthropic]:
+    with fake_anthropic.FakeAnthropic() as server:
+        # Refuses the key and echoes the header that carried it.
+        server.behaviours["claude-echo"] = fake_anthropic.Behaviour(
+            error=fake_anthropic.HttpError(
+                "authentication_error", "invalid x-api-key", echo_headers=("Authorization",)
+            )
+        )
+        yield server
+
+
+@pytest.fixture
+def gemini_echo(planted_env: None) -> Iterator[fake_gemini.FakeGemini]:
+    with fake_gemini.FakeGemini() as server:
+        # The Gemini API echoes its key header, Vertex the bearer token.
+        server.behaviours["gemini-echo"] = fake_gemini.Behaviour(
+            error=fake_gemini.HttpError(
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials",
+                echo_headers=("x-goog-api-key", "Authorization"),
+            )
+        )
+        yield server
+
+
+@pytest.fixture
 def catalog(
-    factory: sessionmaker[Session], gateway: EchoGateway, fake: FakeBedrock
+    factory: sessionmaker[Session],
+    gateway: EchoGateway,
+    fake: FakeBedrock,
+    anthropic_echo: fake_anthropic.FakeAnthropic,
+    gemini_echo: fake_gemini.FakeGemini,
 ) -> sessionmaker[Session]:
     with transaction(factory) as session:
         repo.add_provider(
@@ -121,6 +176,30 @@ def catalog(
             vendor="Anthropic",
             capabilities=Capabilities(tools=True, json_output=True),
         )
+        native = (
+            ("anthropic", "anthropic", anthropic_echo.url, ["global"], "claude-echo", {}),
+            ("gemini", "gemini", gemini_echo.url, ["global"], "gemini-echo", {}),
+            (
+                "vertex",
+                "gemini",
+                gemini_echo.url,
+                ["us-central1"],
+                "gemini-echo",
+                {"vertexai": True, "project": "p", "access_token_env": VERTEX_VARIABLE},
+            ),
+        )
+        keys = {"anthropic": ANTHROPIC_VARIABLE, "gemini": GEMINI_VARIABLE}
+        for slug, kind, url, regions, model_id, extra in native:
+            config = {"api_key_env": keys[slug]} if slug in keys else {}
+            repo.add_provider(
+                session,
+                slug=slug,
+                kind=kind,
+                base_url=url,
+                regions=regions,
+                config={**config, **extra, "timeout": 5},
+            )
+            repo.add_deployment(session, provider_slug=slug, provider_model_id=model_id)
     return factory
 
 
@@ -252,7 +331,7 @@ def test_planted_secrets_appear_nowhere(
             assert logging.getLogger("modelcert.api").getEffectiveLevel() == logging.DEBUG
             captured_logs.configure(level, third_party)
         if worker is None:
-            worker = start_worker(regions=["global", "us-east-1"])
+            worker = start_worker(regions=["global", "us-east-1", "us-central1"])
         job = enqueuer.enqueue(catalog, PAIRS, kind=JobKind.MULTIPLE)
         assert job.job_id is not None
         jobs.append(job.job_id)
@@ -266,7 +345,7 @@ def test_planted_secrets_appear_nowhere(
     assert any(GATEWAY_KEY in presented for presented in gateway.presented)
     with catalog() as session:
         runs = session.scalars(select(CertificationRun)).all()
-        assert len(runs) == 4 and all(run.status == "FAILED" for run in runs)
+        assert len(runs) == 2 * len(PAIRS) and all(run.status == "FAILED" for run in runs)
         messages = session.scalars(
             select(TestResultRow.error_message).where(TestResultRow.error_message.is_not(None))
         ).all()
@@ -361,3 +440,8 @@ def test_planted_secrets_appear_nowhere(
     # ... and not for want of an echo: the providers' messages were stored, masked.
     assert any("Incorrect API key provided: " + MASK in m for m in messages), messages
     assert any("X-Amz-Security-Token: " + MASK in m for m in messages), messages
+    assert any("invalid x-api-key; Authorization: Bearer " + MASK in m for m in messages)
+    assert any("x-goog-api-key: " + MASK in m for m in messages), messages
+    assert any(
+        "Authorization: Bearer " + MASK in m and "authentication credentials" in m for m in messages
+    )

@@ -83,7 +83,7 @@ class HttpError:
             )
         if self.retry_delay is not None:
             details.append({"@type": _TYPE + "RetryInfo", "retryDelay": self.retry_delay})
-        echoed = "".join(f"; {name}: {headers.get(name, '')}" for name in self.echo_headers)
+        echoed = "".join(f"; {name}: {headers.get(name.lower(), '')}" for name in self.echo_headers)
         error: dict[str, Any] = {
             "code": self.http_status,
             "message": self.message + echoed,
