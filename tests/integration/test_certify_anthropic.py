@@ -11,11 +11,19 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelcert.catalog.sync import sync_region
 from modelcert.certify.battery import default_capabilities
+from modelcert.errors import UserError
 from modelcert.jobs.enqueue import Enqueuer
 from modelcert.store import repo
 from modelcert.store.db import transaction
-from tests.support.fake_anthropic import Behaviour, FakeAnthropic, HttpError, StreamError
+from tests.support.fake_anthropic import (
+    Behaviour,
+    FakeAnthropic,
+    HttpError,
+    StreamError,
+    model_info,
+)
 from tests.support.inprocess import StartWorker
 from tests.support.queued import certify_queued
 
@@ -164,3 +172,24 @@ def test_each_behaviour_gets_the_verdict_a_user_expects(
     throttled = verdicts["claude-throttled-then-ok"].tests[0]
     assert (throttled.retries, throttled.outcome) == (2, "PASSED")
     assert all(t.throttled_s == 0 for t in verdicts["claude-healthy"].tests)
+
+
+async def test_sync_adds_the_models_the_key_may_use(
+    catalog: sessionmaker[Session], fake: FakeAnthropic
+) -> None:
+    fake.models = [model_info("claude-healthy"), model_info("claude-opus-9", "Claude Opus 9")]
+    added, skipped = await sync_region(catalog, "anthropic", "global", False, kind="anthropic")
+    assert added == ["claude-opus-9 (Anthropic, ON_DEMAND)"]
+    assert skipped == ["claude-healthy (already in the catalog)"]
+    with catalog() as session:
+        opus = repo.find_deployment(session, "anthropic/claude-opus-9")
+        assert (opus.model.name, opus.model.vendor) == ("Claude Opus 9", "Anthropic")
+        caps = opus.model.capabilities
+        assert caps["tools"] and caps["json_output"] and caps["vision"]
+    fake.list_error = HttpError("authentication_error", "invalid x-api-key")
+    with pytest.raises(UserError) as refused:
+        await sync_region(catalog, "anthropic", "global", False, kind="anthropic")
+    assert refused.value.message == (
+        "anthropic: discovery in global failed: AUTHENTICATION_ERROR "
+        "(authentication_error, HTTP 401): invalid x-api-key"
+    )

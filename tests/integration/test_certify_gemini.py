@@ -12,12 +12,14 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelcert.catalog.sync import sync_region
 from modelcert.certify.battery import default_capabilities
 from modelcert.certify.plan import quota_key
+from modelcert.errors import UserError
 from modelcert.jobs.enqueue import Enqueuer
 from modelcert.store import repo
 from modelcert.store.db import transaction
-from tests.support.fake_gemini import Behaviour, FakeGemini, HttpError
+from tests.support.fake_gemini import Behaviour, FakeGemini, HttpError, vertex_model
 from tests.support.inprocess import StartWorker
 from tests.support.queued import certify_queued
 
@@ -234,3 +236,25 @@ def test_a_vertex_provider_is_certified_per_location_each_with_its_own_quota(
         spec = repo.deployment_spec(repo.find_deployment(session, f"vertex/{PRO}"))
     keys = {quota_key(spec, location) for location in LOCATIONS}
     assert {str(key) for key in keys} == {f"vertex/{location}/{PRO}" for location in LOCATIONS}
+
+
+async def test_sync_adds_the_gemini_models_a_vertex_location_lists(
+    factory: sessionmaker[Session], fake: FakeGemini
+) -> None:
+    fake.models = [vertex_model(PRO), vertex_model("imagen-4.0-generate")]
+    with transaction(factory) as session:
+        repo.add_provider(
+            session,
+            slug="vertex",
+            kind="gemini",
+            base_url=fake.url,
+            regions=LOCATIONS,
+            config={"vertexai": True, "project": "p", "access_token_env": TOKEN_VARIABLE},
+        )
+    added, skipped = await sync_region(factory, "vertex", "europe-west4", False, kind="gemini")
+    assert (added, skipped) == ([f"{PRO} (Google, ON_DEMAND)"], [])
+    with factory() as session:
+        caps = repo.find_deployment(session, f"vertex/{PRO}").model.capabilities
+        assert caps["tools"] and caps["json_output"] and caps["streaming"]
+    with pytest.raises(UserError, match="not served by provider 'vertex'"):
+        await sync_region(factory, "vertex", "us-east4", False, kind="gemini")

@@ -163,6 +163,35 @@ def sync_bedrock(
         console.print(f"  + {line}")
 
 
+@sync_app.command("anthropic")
+def sync_anthropic(
+    provider: Annotated[str, typer.Option(help="Provider slug of kind anthropic.")] = "anthropic",
+) -> None:
+    """Add the models Anthropic's models list offers the provider's key."""
+    _sync(provider, "global", "anthropic")
+
+
+@sync_app.command("gemini")
+def sync_gemini(
+    provider: Annotated[str, typer.Option(help="Provider slug of kind gemini.")] = "gemini",
+    region: Annotated[
+        str, typer.Option(help="A Vertex AI location of the provider (the Gemini API: global).")
+    ] = "global",
+) -> None:
+    """Add the Gemini models the Gemini API, or a Vertex AI location, lists."""
+    _sync(provider, region, "gemini")
+
+
+def _sync(provider: str, region: str, kind: str) -> None:
+    from modelcert.catalog.sync import sync_region
+
+    factory = session_factory()
+    added, skipped = run(lambda: sync_region(factory, provider, region, False, kind=kind))
+    console.print(f"{len(added)} deployments added, {len(skipped)} already known or skipped")
+    for line in added:
+        console.print(f"  + {line}")
+
+
 def _actor() -> Actor:
     from modelcert.api.operations import Actor
 
