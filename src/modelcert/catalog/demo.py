@@ -1,5 +1,16 @@
 """The demo catalog: SIMULATED deployments, one per sim behaviour profile, in three
-regions, so a first run shows every verdict and error category the tool can give."""
+regions, so a first run shows every verdict and error category the tool can give.
+
+It stays offline: real providers are registered beside it, never in it, e.g.
+
+    modelcert catalog add-provider anthropic --kind anthropic --api-key-env ANTHROPIC_KEY
+    modelcert catalog sync anthropic
+    modelcert catalog add-provider gemini --kind gemini --api-key-env GEMINI_KEY
+    modelcert catalog add-provider vertex --kind gemini --region us-central1 \
+        --region europe-west4 --config '{"vertexai": true, "project": "my-project"}'
+    modelcert catalog sync gemini --provider vertex --region us-central1
+
+(README, "Certifying real deployments", has every kind.)"""
 
 from __future__ import annotations
 
