@@ -25,7 +25,7 @@ from tests.support.fake_anthropic import (
     model_info,
 )
 from tests.support.inprocess import StartWorker
-from tests.support.queued import certify_queued
+from tests.support.queued import assert_verdicts, certify_queued
 
 KEY_VARIABLE = "MODELCERT_TEST_ANTHROPIC_KEY"
 
@@ -142,13 +142,7 @@ def test_each_behaviour_gets_the_verdict_a_user_expects(
     pairs = [(f"anthropic/{model_id}", "global") for model_id in CASES]
     found = certify_queued(catalog, enqueuer, start_worker, pairs)
     verdicts = {ref.split("/")[1]: verdict for (ref, _), verdict in found.items()}
-    for model_id, (_, status, category, message, retried) in CASES.items():
-        verdict = verdicts[model_id]
-        assert (verdict.status, verdict.error_category) == (status, category), model_id
-        assert not verdict.simulated
-        if message is not None:
-            assert verdict.error_message == message, model_id
-        assert (verdict.total_retries > 0) is retried, (model_id, verdict.total_retries)
+    assert_verdicts(verdicts, {model_id: expected for model_id, (_, *expected) in CASES.items()})
     assert fake.request_counts["claude-hang"] >= 1
 
     # A healthy model passes every test, optional features and the vendor's extra included.

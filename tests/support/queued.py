@@ -96,3 +96,19 @@ def certify_queued(
                 ),
             )
     return verdicts
+
+
+# What a behaviour should give: (status, decisive category, the provider's message kept
+# or None for any, whether the runner retried).
+Expected = tuple[str, str | None, str | None, bool]
+
+
+def assert_verdicts(verdicts: dict[str, Verdict], expected: dict[str, Expected]) -> None:
+    """Each deployment (by model id) got the verdict, category, message and retries expected."""
+    for model_id, (status, category, message, retried) in expected.items():
+        verdict = verdicts[model_id]
+        assert (verdict.status, verdict.error_category) == (status, category), model_id
+        assert not verdict.simulated
+        if message is not None:
+            assert verdict.error_message == message, model_id
+        assert (verdict.total_retries > 0) is retried, (model_id, verdict.total_retries)

@@ -39,7 +39,7 @@ from modelcert.providers.sdk_support import (
     api_key_from_env,
     bounded,
     causes,
-    malformed_text,
+    malformed_answer,
     retry_after_from_headers,
     transport_error,
 )
@@ -124,11 +124,7 @@ class AnthropicProvider:
             raise transport_error(exc, PROVIDER) from exc
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             # Invalid JSON in a body or an SSE event, or an answer of an unexpected shape.
-            raise ProviderError(
-                bounded(f"malformed answer: {malformed_text(exc)}"),
-                code=MALFORMED,
-                provider=PROVIDER,
-            ) from exc
+            raise malformed_answer(exc, PROVIDER) from exc
 
     async def list_models(self, region: str) -> list[DiscoveredModel]:
         """The models this key may use (GET /v1/models, every page); `region` is a label."""

@@ -45,7 +45,6 @@ from modelcert.providers.base import (
     Target,
 )
 from modelcert.providers.gemini_events import (
-    MALFORMED,
     PROVIDER,
     AnswerDecoder,
     build_config,
@@ -54,8 +53,7 @@ from modelcert.providers.gemini_events import (
 )
 from modelcert.providers.sdk_support import (
     api_key_from_env,
-    bounded,
-    malformed_text,
+    malformed_answer,
     transport_error,
 )
 
@@ -246,11 +244,7 @@ class GeminiProvider:
             ) from exc
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             # genai's UnknownApiResponseError (a body that is not JSON) is a ValueError too.
-            raise ProviderError(
-                bounded(f"malformed answer: {malformed_text(exc)}"),
-                code=MALFORMED,
-                provider=PROVIDER,
-            ) from exc
+            raise malformed_answer(exc, PROVIDER) from exc
         finally:
             self._register_token()
 

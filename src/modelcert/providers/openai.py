@@ -22,7 +22,6 @@ from openai.types.chat import (
 from modelcert import secrets
 from modelcert.providers.base import ChatEvent, ChatRequest, ProviderError, Target
 from modelcert.providers.openai_events import (
-    MALFORMED,
     PROVIDER,
     StreamAssembler,
     error_from_object,
@@ -32,7 +31,7 @@ from modelcert.providers.sdk_support import (
     api_key_from_env,
     bounded,
     causes,
-    malformed_text,
+    malformed_answer,
     retry_after_from_headers,
 )
 
@@ -164,11 +163,7 @@ class OpenAIProvider:
             raise provider_error(exc) from exc
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             # Invalid JSON in a body or an SSE event, or an answer of an unexpected shape.
-            raise ProviderError(
-                bounded(f"malformed answer: {malformed_text(exc)}"),
-                code=MALFORMED,
-                provider=PROVIDER,
-            ) from exc
+            raise malformed_answer(exc, PROVIDER) from exc
 
     async def aclose(self) -> None:
         """Close the HTTP client; a later call would open a new one."""

@@ -82,3 +82,13 @@ def transport_error(exc: httpx2.TransportError, provider: str) -> ProviderError:
             f"connection failed: {text}", code="ConnectionError", provider=provider
         )
     return ProviderError(f"stream interrupted: {text}", code="StreamInterrupted", provider=provider)
+
+
+def malformed_answer(exc: BaseException, provider: str) -> ProviderError:
+    """The error for an answer that could not be read: invalid JSON in a body or an SSE
+    event, or an answer of an unexpected shape."""
+    return ProviderError(
+        bounded(f"malformed answer: {malformed_text(exc)}"),
+        code="MalformedResponse",
+        provider=provider,
+    )
