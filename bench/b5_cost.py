@@ -20,10 +20,20 @@ inserts in a table of its own (open, 12 tests, finish), each through asyncio.to_
 finish steps), plain writes them from the workflow body with no step. Its CPU per
 workflow is measured the same way (user+sys from /proc over the drain minus idle).
 
+Or (--baseline-queue procrastinate|celery) the baseline is a plain task queue doing the
+same calls and writes per task (13 zero-latency calls, 14 committed Core inserts in a
+table of its own), in a worker process the bench launches: procrastinate (PostgreSQL
+only; async task, --queue-concurrency jobs at once, jobs deferred in one batch) or Celery
+(Redis broker at MODELCERT_BENCH_REDIS_URL, default redis://127.0.0.1:6379/0, results
+ignored, threads pool of --queue-concurrency; writes to the bench's database, either
+kind). See b5_queues.py; needs the `bench` extra (`pip install -e '.[bench]'`).
+
 Run:
     python bench/b5_cost.py --db sqlite --baseline-src /tmp/mc-base/src --count 200 --rounds 3
     python bench/b5_cost.py --db postgres --baseline-src /tmp/mc-base/src --count 200 --rounds 3
     python bench/b5_cost.py --db sqlite --baseline-bare --count 100 --rounds 3
+    python bench/b5_cost.py --db postgres --baseline-queue procrastinate --count 100 --rounds 3
+    python bench/b5_cost.py --db sqlite --baseline-queue celery --count 100 --rounds 3
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import b5_queues
 import harness
 from dbos import DBOSClient
 from harness import SIX_REGIONS, Limits, bench_run, r
@@ -207,15 +218,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--baseline-src", help="another modelcert tree's src (tree vs tree)")
     which.add_argument("--baseline-bare", action="store_true", help="bare DBOS, same shape")
+    which.add_argument(
+        "--baseline-queue",
+        choices=("procrastinate", "celery"),
+        help="a plain task queue doing the same calls and writes (the `bench` extra)",
+    )
     parser.add_argument("--bare-shape", choices=("steps", "plain"), default="steps")
+    parser.add_argument(
+        "--queue-concurrency",
+        type=int,
+        default=CONCURRENCY,
+        help=f"--baseline-queue worker's concurrent tasks (default {CONCURRENCY}, as ours)",
+    )
     args = parser.parse_args(argv)
     if args.count < 1 or args.rounds < 1:
         parser.error("--count and --rounds must be at least 1")
+    if args.baseline_queue == "procrastinate" and args.db != "postgres":
+        parser.error("--baseline-queue procrastinate needs --db postgres")
     base: list[float] = []
     ours: list[float] = []
     for _ in range(args.rounds):
         if args.baseline_bare:
             a = measure_bare(args.db, args.count, args.idle, args.bare_shape)
+        elif args.baseline_queue:
+            a = b5_queues.measure_queue(
+                args.baseline_queue, args.db, args.count, args.idle, args.queue_concurrency, POLL_S
+            )
         else:
             a = measure(args.db, args.count, args.idle, args.baseline_src)
         b = measure(args.db, args.count, args.idle, None)
@@ -223,15 +251,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         base.append(a["cpu_ms_per_cert"])
         ours.append(b["cpu_ms_per_cert"])
     ratios = [o / b for o, b in zip(ours, base, strict=True)]
+    if args.baseline_bare:
+        baseline = f"bare DBOS ({args.bare_shape})"
+    elif args.baseline_queue:
+        baseline = f"{args.baseline_queue} (concurrency {args.queue_concurrency})"
+    else:
+        baseline = args.baseline_src
     print(
         "MEDIAN",
         json.dumps(
             {
                 "db": args.db,
                 "count": args.count,
-                "baseline": f"bare DBOS ({args.bare_shape})"
-                if args.baseline_bare
-                else args.baseline_src,
+                "baseline": baseline,
+                "baseline_per_round": base,
+                "this_per_round": ours,
+                "ratios_per_round": [r(x, 3) for x in ratios],
                 "baseline_cpu_ms_per_cert": r(statistics.median(base), 1),
                 "this_cpu_ms_per_cert": r(statistics.median(ours), 1),
                 "ratio_this_to_baseline": r(statistics.median(ratios), 3),
