@@ -247,10 +247,13 @@ class Worker:
             grace_s=grace,
         )
         unfinished: list[str] = []
+        # Nothing new starts from here: first, before the dispatcher's thread is joined (a
+        # claimed certification given a slot meanwhile started during a stop, ran into
+        # the grace and had its test in flight paid twice; found by the chaos test).
+        self.in_flight.release_waiting()
         if self._dispatcher is not None:
             self._dispatcher.stop()  # claims nothing more
         if self._launched:
-            self.in_flight.release_waiting()
             # Once draining, nothing new starts: what runs now is all that may be left
             # unfinished (DBOS's teardown cancels it, emptying the registry).
             unfinished = list(self.in_flight.current)
@@ -365,9 +368,11 @@ class Worker:
             log_event("error", where="queue counts", error=f"{type(exc).__name__}: {exc}")
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
-        """The signal handler: /ready turns 503 at once; the main thread drains."""
+        """The signal handler: /ready turns 503 at once and nothing new starts; the main
+        thread drains."""
         self.state.shutting_down = True
         self._stop_requested.set()
+        self.in_flight.release_waiting()
 
     def run_forever(self) -> None:
         """Start, then block until SIGTERM / SIGINT; drain (see `stop`)."""
