@@ -297,6 +297,23 @@ def test_bad_deployment_refs_and_regions_are_one_line(cli: Cli, migrated_url: st
     cli(migrated_url, "report", "--provider", "No Such!").assert_one_error("--provider ")
 
 
+def test_a_provider_is_refused_regions_it_cannot_serve(cli: Cli, migrated_url: str) -> None:
+    add = ["catalog", "add-provider"]
+    for region in [*BAD_REGIONS, "bad region"]:
+        cli(migrated_url, *add, "p1", "--kind", "sim", "--region", region).assert_one_error(
+            "not a region name"
+        )
+    # The Gemini API is one endpoint; Vertex AI's regions are locations of a project.
+    cli(migrated_url, *add, "g1", "--kind", "gemini", "--region", "us-central1").assert_one_error(
+        "one endpoint", "global", "Vertex AI"
+    )
+    vertex = ["--kind", "gemini", "--region", "us-central1", "--config", '{"vertexai": true}']
+    cli(migrated_url, *add, "v1", *vertex).assert_one_error("project")
+    assert cli(migrated_url, *add, "g2", "--kind", "gemini").code == 0  # global
+    vertex[-1] = '{"vertexai": true, "project": "p"}'
+    assert cli(migrated_url, *add, "v2", *vertex, "--region", "global").code == 0
+
+
 def test_enqueue_delay_must_be_finite_and_at_most_seven_days(cli: Cli, migrated_url: str) -> None:
     args = ["enqueue", "--deployment", "sim/aurora-fast", "--region", "us-east-1"]
     for delay in ["nan", "inf", "-inf", "-1", "1e12", "604801"]:

@@ -28,7 +28,7 @@ from modelcert.store.models import (
     Model,
     Provider,
 )
-from modelcert.validation import id_in_range, is_digit_id
+from modelcert.validation import REGION_MAX, REGION_PATTERN, id_in_range, is_digit_id
 
 
 def reject_secrets(config: Mapping[str, Any], field: str) -> None:
@@ -92,18 +92,51 @@ def add_provider(
     if base_url:
         reject_secrets_in("base_url", base_url)
         settings.setdefault("base_url", base_url)
+    served = list(dict.fromkeys(regions)) if regions else default_regions(kind)
+    check_regions(kind, served, settings)
     provider = Provider(
         slug=slug,
         kind=kind,
         name=name or slug,
         base_url=base_url,
         auth_type=_auth_type(kind, settings),
-        regions=list(regions) if regions else default_regions(kind),
+        regions=served,
         config=settings,
     )
     session.add(provider)
     session.flush()
     return provider
+
+
+def check_regions(kind: str, regions: Sequence[str], config: Mapping[str, Any]) -> None:
+    """`UserError` naming `regions` (or `config`) for regions a provider of `kind` cannot
+    serve: a name that is not one (the API and the queue names take them as they are), the
+    Gemini API's single endpoint, a Vertex AI provider without its project."""
+    for region in regions:
+        if not (
+            isinstance(region, str)
+            and 0 < len(region) <= REGION_MAX
+            and re.fullmatch(REGION_PATTERN, region)
+        ):
+            raise UserError(
+                f"region {str(region)[:70]!r} is not a region name (letters, digits, . _ : -)",
+                field="regions",
+            )
+    if kind != "gemini":
+        return
+    if config.get("vertexai"):
+        if not isinstance(config.get("project"), str) or not config["project"].strip():
+            raise UserError(
+                'a Vertex AI provider needs its Google Cloud project: --config \'{"vertexai": '
+                'true, "project": "my-project"}\'',
+                field="config",
+            )
+    elif list(regions) != [GLOBAL_REGION]:
+        raise UserError(
+            f"the Gemini API has one endpoint, region {GLOBAL_REGION!r} (for regions, use "
+            'Vertex AI: --config \'{"vertexai": true, "project": …}\' with its locations)',
+            field="regions",
+        )
 
 
 def get_provider(session: Session, slug: str) -> Provider:
