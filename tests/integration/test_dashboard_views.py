@@ -516,6 +516,11 @@ def test_two_runs_compared_test_by_test_from_the_run_page_and_by_url(
     assert "100 ms → 250 ms (+150 ms)" in text  # chat: latency and its delta
     assert 'id="test-json" class="changed"' in page.text
     assert 'id="test-chat"' in page.text and 'id="test-chat" class="changed"' in page.text
+    # Each value that differs is shaded, not the whole row: chat differs in latency only.
+    chat = page.text.split('id="test-chat"')[1].split("</tr>")[0]
+    assert chat.count('class="diff"') == 1 and '<td class="diff">100 ms' in chat
+    json_row = page.text.split('id="test-json"')[1].split("</tr>")[0]
+    assert json_row.count("diff") >= 3  # outcome, category, message
 
     # By URL, as the form sends it: the same deployment in another region is comparable.
     across = client.get(f"{D}/runs/compare", params={"a": str(other_region), "b": str(second)})
