@@ -230,6 +230,34 @@ class Settings(BaseSettings):
         ),
     )
 
+    notify_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        validation_alias=_env("MODELCERT_NOTIFY_TIMEOUT_S"),
+        description="How long one notification delivery attempt waits for the receiver.",
+    )
+    notify_max_attempts: int = Field(
+        6,
+        ge=1,
+        le=20,
+        validation_alias=_env("MODELCERT_NOTIFY_MAX_ATTEMPTS"),
+        description=(
+            "Attempts per notification delivery (network errors, 5xx and 429 are retried) "
+            "before it is marked failed."
+        ),
+    )
+    notify_retry_base_s: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        validation_alias=_env("MODELCERT_NOTIFY_RETRY_BASE_S"),
+        description=(
+            "Backoff before a notification's second attempt; doubled for each next one "
+            "(a durable sleep: a restarted worker keeps the schedule)."
+        ),
+    )
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:

@@ -16,6 +16,7 @@ from modelcert.api.dashboard import router as dashboard_router
 from modelcert.api.errors import install_error_handlers
 from modelcert.api.routes import certification, system
 from modelcert.api.routes import metrics as metrics_routes
+from modelcert.api.routes import notifications as notification_routes
 from modelcert.api.routes import operator as operator_routes
 from modelcert.api.routes import reports as report_routes
 from modelcert.api.routes import runs as run_routes
@@ -79,6 +80,7 @@ def create_app(
     app.include_router(report_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(operator_routes.router)
+    app.include_router(notification_routes.router)
     app.include_router(run_routes.router)
     app.include_router(trend_routes.router)
     app.include_router(trend_routes.dashboard_router)

@@ -23,7 +23,7 @@ import typer
 from typer import Abort
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
-from modelcert.cli import catalog, certify, demo, jobs, keys, operator, runs
+from modelcert.cli import catalog, certify, demo, jobs, keys, notify, operator, runs
 from modelcert.cli.common import database_unavailable_message
 from modelcert.errors import UserError
 
@@ -61,6 +61,7 @@ app.command("recertify-due")(jobs.recertify_due_command)
 app.add_typer(jobs.jobs_app, name="jobs")
 app.add_typer(operator.region_app, name="region")
 app.command("audit")(operator.audit_command)
+app.add_typer(notify.notify_app, name="notify")
 app.add_typer(runs.runs_app, name="runs")
 
 

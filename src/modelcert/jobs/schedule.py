@@ -264,7 +264,17 @@ class RecertifyScheduler(DBOSConfiguredInstance):
 
     @DBOS.workflow(name="recertify_run")
     async def run(self, scheduled_at: str) -> dict[str, Any]:
-        return await self.enqueue_due(scheduled_at)
+        summary = await self.enqueue_due(scheduled_at)
+        return {**summary, "notifications": await self.notify_check(scheduled_at)}
+
+    @DBOS.step(name="notify_check", retries_allowed=True, max_attempts=3)
+    async def notify_check(self, scheduled_at: str) -> int:
+        """The tick's notification checks (expiring certifications, degraded latency) at
+        the tick's own time; how many deliveries they queued (each event once: its
+        deliveries are unique per subscription)."""
+        return await asyncio.to_thread(
+            check_notifications, self.factory, self.enqueuer, datetime.fromisoformat(scheduled_at)
+        )
 
     @DBOS.step(name="enqueue_due", retries_allowed=True, max_attempts=3)
     async def enqueue_due(self, scheduled_at: str) -> dict[str, Any]:
@@ -278,6 +288,17 @@ class RecertifyScheduler(DBOSConfiguredInstance):
             "recertify_tick", scheduled_at=scheduled_at, executor_id=self.executor_id, **fields
         )
         return fields
+
+
+def check_notifications(factory: sessionmaker[Session], enqueuer: Enqueuer, now: datetime) -> int:
+    """Queue the deliveries of the periodic events due at `now`; how many were queued."""
+    from modelcert.jobs.notify_events import Notifier
+
+    with transaction(factory) as session:
+        created = Notifier(enqueuer.client).check(session, now)
+    if created:
+        log_event("notifications_queued", count=len(created), at=now.isoformat())
+    return len(created)
 
 
 def _scheduler_options() -> EnqueueOptions:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -50,6 +50,15 @@ from modelcert.store.outage import wait_out_outage
 T = TypeVar("T")
 
 
+class RunNotifier(Protocol):
+    """What turns a stored verdict or a closed job into notifications
+    (`modelcert.jobs.notify_events.Notifier`), in the transaction that stored it."""
+
+    def run_finished(self, session: Session, run: CertificationRun) -> list[int]: ...
+
+    def job_finished(self, session: Session, job_id: str) -> list[int]: ...
+
+
 class RunStore:
     """The certification engine's persistence, on a SQLAlchemy session factory.
 
@@ -68,6 +77,8 @@ class RunStore:
         self.patience_s = patience_s
         self._closed = threading.Event()
         self._sleep = sleep  # None: wait on close()
+        # Set by a worker (notifications come from the durable path only).
+        self.notifier: RunNotifier | None = None
 
     def close(self) -> None:
         """Stop waiting for the database: writes still retrying raise StoreUnavailable."""
@@ -157,8 +168,17 @@ class RunStore:
 
         def finish() -> None:
             with transaction(self.factory) as session:
-                if finish_run(session, run_id, results, score) and job_id is not None:
-                    count_job_result(session, job_id, succeeded=score.status.is_valid_verdict)
+                if finish_run(session, run_id, results, score) is None:
+                    return
+                completed = job_id is not None and count_job_result(
+                    session, job_id, succeeded=score.status.is_valid_verdict
+                )
+                if self.notifier is not None:
+                    run = session.get(CertificationRun, run_id)
+                    assert run is not None
+                    self.notifier.run_finished(session, run)
+                    if completed and job_id is not None:
+                        self.notifier.job_finished(session, job_id)
 
         self.retrying(finish)
 
@@ -172,7 +192,9 @@ class RunStore:
                 closed = abort_run(session, run_id, status, message)
                 if closed and job_id is not None and status is CertificationStatus.ERROR:
                     # An ERROR is final too: without it the job would wait for it forever.
-                    count_job_result(session, job_id, succeeded=False)
+                    completed = count_job_result(session, job_id, succeeded=False)
+                    if completed and self.notifier is not None:
+                        self.notifier.job_finished(session, job_id)
 
         self.retrying(abort)
 
@@ -348,8 +370,9 @@ def stored_result(session: Session, run_id: int, test_id: str) -> TestResult | N
     )
 
 
-def count_job_result(session: Session, job_id: str, *, succeeded: bool) -> None:
-    """Add one finished certification to its job's totals (atomic UPDATE, no lost counts)."""
+def count_job_result(session: Session, job_id: str, *, succeeded: bool) -> bool:
+    """Add one finished certification to its job's totals (atomic UPDATE, no lost counts);
+    True when that completed the job."""
     session.execute(
         update(Job)
         .where(Job.id == job_id)
@@ -359,15 +382,16 @@ def count_job_result(session: Session, job_id: str, *, succeeded: bool) -> None:
             failed=Job.failed + (0 if succeeded else 1),
         )
     )
-    session.execute(
+    completed = session.execute(
         update(Job)
         .where(
             Job.id == job_id,
             Job.processed >= Job.total,
-            Job.status != JobStatus.CANCELLED.value,
+            Job.status.not_in((JobStatus.CANCELLED.value, JobStatus.COMPLETED.value)),
         )
         .values(status=JobStatus.COMPLETED.value, completed_at=utcnow())
     )
+    return bool(getattr(completed, "rowcount", 0))
 
 
 def abort_run(session: Session, run_id: int, status: CertificationStatus, message: str) -> bool:

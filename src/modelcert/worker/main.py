@@ -3,9 +3,11 @@ health, and shuts down gracefully on SIGTERM / SIGINT.
 
 The worker wires everything a certification needs, explicitly: the store, the engine
 (with its provider pool, throttle gates, in-flight registry and timing), the DBOS
-adapter that makes the engine durable (`CertificationWorkflow`) and the re-certification
-duty (`RecertifyScheduler`), then launches DBOS. The same class runs inside a test
-process (`Worker.drain()` waits until the queue is empty), as arq's burst mode does.
+adapter that makes the engine durable (`CertificationWorkflow`), the re-certification
+duty (`RecertifyScheduler`) and notification deliveries (`NotificationDelivery`; the
+store tells a `Notifier` of verdicts and finished jobs), then launches DBOS. The same
+class runs inside a test process (`Worker.drain()` waits until the queue is empty), as
+arq's burst mode does.
 
 Started while the database is unreachable, it serves its health endpoints (not ready,
 with the reason) and starts for real when the database answers. Stopping drains: it
@@ -33,6 +35,8 @@ from modelcert.errors import StoreUnavailable
 from modelcert.jobs.control import region_queue_options
 from modelcert.jobs.dispatch import Dispatcher
 from modelcert.jobs.enqueue import Enqueuer
+from modelcert.jobs.notify import DELIVERY_WORKFLOW, NOTIFY_QUEUE, NotificationDelivery
+from modelcert.jobs.notify_events import Notifier
 from modelcert.jobs.queue_stats import queue_counts
 from modelcert.jobs.queues import (
     DBOS_BACKGROUND_POLL_S,
@@ -67,6 +71,8 @@ MIN_SILENT_BEATS = 2.5
 # How often the main thread looks for a stop request: a signal delivered to another
 # thread does not wake a main thread blocked on a lock, only one that polls.
 SIGNAL_POLL_S = 0.2
+# Notification deliveries a worker sends at once (each waits on a receiver, not a model).
+NOTIFY_CONCURRENCY = 4
 
 
 def served_regions(engine: Engine, requested: Sequence[str]) -> tuple[str, ...]:
@@ -185,15 +191,18 @@ class Worker:
         if adopted:
             log_event("legacy_certifications_adopted", count=adopted)
         self._enqueuer = Enqueuer(self.engine, self.settings)
+        # Verdict changes and finished jobs are noticed where they are stored.
+        self.store.notifier = Notifier(self._enqueuer.client)
         DBOS(config=dbos_config(self.settings, self.engine, self.executor_id))  # type: ignore[arg-type]
         # Configured instances are registered before the launch, so that recovery finds them.
         self._instances = (
             CertificationWorkflow(self.certifier, self.store, self.engine),
             RecertifyScheduler(self.factory, self.settings, self._enqueuer, self.executor_id),
+            NotificationDelivery(self.factory, self.settings),
         )
         # DBOS polls the schedule's queue; the region queues are this worker's
         # dispatcher's (one thread for all, claiming no more than the worker can start).
-        DBOS.listen_queues([SCHEDULE_QUEUE])
+        DBOS.listen_queues([SCHEDULE_QUEUE, NOTIFY_QUEUE])
         calm_dbos_background()
         DBOS.launch()
         self._launched = True
@@ -207,6 +216,12 @@ class Worker:
             SCHEDULE_QUEUE,
             global_concurrency=1,
             polling_interval_sec=DBOS_BACKGROUND_POLL_S,
+            on_conflict="always_update",
+        )
+        DBOS.register_queue(
+            NOTIFY_QUEUE,
+            worker_concurrency=NOTIFY_CONCURRENCY,
+            polling_interval_sec=self.settings.queue_polling_interval_s,
             on_conflict="always_update",
         )
         install_schedule(self.settings)
@@ -300,15 +315,21 @@ class Worker:
         self.stop(grace_s=0 if exc is not None else None)
 
     def pending_work(self) -> int:
-        """Certifications (and re-certification runs) queued or running, in the database."""
+        """Certifications (re-certification runs, notification deliveries) queued or
+        running, in the database."""
         table = dbos_table(self.engine.dialect.name, "workflow_status")
         with self.engine.connect() as connection:
             count = connection.execute(
                 text(
-                    f"SELECT COUNT(*) FROM {table} WHERE name IN (:certify, :tick, :run) "
+                    f"SELECT COUNT(*) FROM {table} WHERE name IN (:certify, :tick, :run, :notify) "
                     "AND status IN ('ENQUEUED', 'PENDING', 'DELAYED')"
                 ),
-                {"certify": WORKFLOW_NAME, "tick": TICK_WORKFLOW_NAME, "run": "recertify_run"},
+                {
+                    "certify": WORKFLOW_NAME,
+                    "tick": TICK_WORKFLOW_NAME,
+                    "run": "recertify_run",
+                    "notify": DELIVERY_WORKFLOW,
+                },
             ).scalar_one()
         return int(count)
 

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from modelcert.api.dashboard import actions, audit_page, compare_page, export_page, login, pages
+from modelcert.api.dashboard import (
+    actions,
+    audit_page,
+    compare_page,
+    export_page,
+    login,
+    notifications_page,
+    pages,
+)
 from modelcert.api.dashboard.web import PREFIX
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -16,6 +24,7 @@ router.include_router(compare_page.router)
 router.include_router(pages.router)
 router.include_router(actions.router)
 router.include_router(audit_page.router)
+router.include_router(notifications_page.router)
 router.include_router(export_page.router)
 
 __all__ = ["router"]
