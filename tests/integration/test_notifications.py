@@ -6,6 +6,7 @@ signature. (A worker killed mid-delivery: test_notifications_kill.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -17,14 +18,18 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelcert.certify.engine import CertificationEngine, CertificationRequest
 from modelcert.domain import JobKind
 from modelcert.jobs.enqueue import Enqueuer
 from modelcert.jobs.notify_events import Notifier
+from modelcert.jobs.schedule import check_notifications
 from modelcert.obs.logging import configure_logging
+from modelcert.settings import Settings
 from modelcert.store import notifications, repo
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, Deployment, utcnow
 from modelcert.store.notifications import Delivery, Event, NewSubscription
+from modelcert.store.runs import RunStore
 from tests.support.inprocess import StartWorker
 from tests.support.receiver import Receiver, running_receiver
 from tests.support.trend_seed import add_run
@@ -303,3 +308,53 @@ def test_expiring_certifications_and_degraded_latency_are_found_once_at_an_injec
         session.execute(update(Certification).values(expires_at=now + timedelta(hours=40)))
     with transaction(lab) as session:
         assert len(notifier.check(session, now + timedelta(hours=1))) == 1
+
+
+def test_a_repeated_finish_step_queues_no_second_delivery(
+    lab: sessionmaker[Session], settings: Settings, enqueuer: Enqueuer
+) -> None:
+    """The `finish` step run twice (killed after its write, before DBOS's checkpoint),
+    through the engine and the store a worker uses: `job.finished` is queued once (the
+    second finds the run closed; the unique key would refuse a second row anyway)."""
+    subscribe(lab, "http://127.0.0.1:9/hook", ["job.finished", "verdict.changed"])
+    job = enqueuer.enqueue(lab, [("lab/flip", REGION)], kind=JobKind.SINGLE)
+    store = RunStore(lab)
+    store.notifier = Notifier(enqueuer.client)
+    engine = CertificationEngine(store, settings)
+    request = CertificationRequest("lab/flip", REGION, job.job_id)
+
+    async def twice() -> None:
+        prepared = await engine.prepare(request, "wf-notify")
+        results = [
+            await engine.run_test(prepared, i, True) for i in range(len(prepared.plan.tests))
+        ]
+        await engine.finish(prepared, results)
+        await engine.finish(prepared, results)
+        await engine.aclose()
+
+    asyncio.run(twice())
+    assert [r.idempotency_key for r in log(lab)] == [f"job.finished:{job.job_id}"]
+
+
+def test_the_schedules_tick_queues_the_periodic_events_and_a_worker_delivers_them(
+    lab: sessionmaker[Session],
+    enqueuer: Enqueuer,
+    start_worker: StartWorker,
+    receiver: Receiver,
+) -> None:
+    now = utcnow()
+    subscribe(lab, receiver.url, ["certification.expiring"], expiring_within_h=24)
+    with transaction(lab) as session:
+        deployment = repo.find_deployment(session, "lab/flip")
+        certification = repo.certification_row(session, deployment.id, REGION)
+        certification.status = "CERTIFIED"
+        certification.expires_at = now + timedelta(hours=3)
+    # What the tick's `notify_check` step runs, at the tick's time.
+    assert check_notifications(lab, enqueuer, now) == 1
+    assert check_notifications(lab, enqueuer, now + timedelta(minutes=10)) == 0
+    start_worker(regions=(REGION,), executor_id="w-tick", **FAST).drain()
+    [request] = receiver.requests
+    assert request.signature_ok
+    assert request.json["kind"] == "certification.expiring"
+    assert request.json["data"]["deployment"] == "lab/flip"
+    assert request.json["data"]["hours_left"] == 3.0
