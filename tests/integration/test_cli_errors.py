@@ -229,6 +229,36 @@ def test_a_database_without_a_schema_is_said(
     cli(empty_database, *args).assert_one_error("has no schema yet", "modelcert db upgrade")
 
 
+def test_a_database_behind_this_modelcert_is_said_not_a_traceback(
+    cli: Cli, database_url: str
+) -> None:
+    # modelcert upgraded, the database not yet: `notify list` read a table the old schema
+    # lacks ("no such table: notification_subscriptions", a traceback).
+    from modelcert.store import db
+
+    engine = db.make_engine(database_url)
+    db.upgrade(engine, "0009")
+    engine.dispose()
+    head = db.head_revision()
+    for args in (["notify", "list"], ["catalog", "list"], ["audit"]):
+        cli(database_url, *args).assert_one_error(
+            "schema revision 0009", f"needs {head}", "modelcert db upgrade"
+        )
+    # The API refuses to serve it too (its routes would answer 500 on the missing tables).
+    cli(database_url, "api", "--port", "65001").assert_one_error("schema revision 0009")
+    assert cli(database_url, "db", "upgrade").code == 0
+    assert cli(database_url, "notify", "list").code == 0
+
+
+def test_the_head_revision_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from modelcert.store import db
+
+    scripts = ScriptDirectory.from_config(db.alembic_config(db.make_engine("sqlite://")))
+    assert db.head_revision() == scripts.get_current_head()
+
+
 # --- ids, dates, delays, on a migrated database ------------------------------------------
 
 

@@ -37,18 +37,37 @@ def open_engine(settings: Settings, *, migrate: bool = False) -> Engine:
     """The database of `settings`, migrated first when `migrate`; otherwise refused (one
     line, exit 2) when it does not exist (never created here) or has no schema yet."""
     from modelcert.store import db
-    from modelcert.store.outage import hide_password
 
     engine = db.make_engine(settings.database_url, must_exist=not migrate)
     if migrate:
         db.upgrade(engine)
-    elif not db.is_current(engine):
+        return engine
+    problem = schema_problem(engine, settings.database_url)
+    if problem is not None:
         engine.dispose()
-        raise UserError(
-            f"database {hide_password(settings.database_url)} has no schema yet: "
-            "run `modelcert db upgrade`"
-        )
+        raise UserError(problem)
     return engine
+
+
+def schema_problem(engine: Engine, url: str) -> str | None:
+    """Why the CLI or the API cannot use this database's schema as it is: none yet, or an
+    older one than this modelcert's (it was upgraded, the database not yet: a command
+    reading a table the old schema lacks would end in a traceback). A newer schema is
+    served: migrations add, so this code finds what it reads."""
+    from modelcert.store import db
+    from modelcert.store.outage import hide_password
+
+    where = f"database {hide_password(url)}"
+    revision = db.schema_revision(engine)
+    if revision is None:
+        return f"{where} has no schema yet: run `modelcert db upgrade`"
+    head = db.head_revision()
+    if revision < head:
+        return (
+            f"{where} has schema revision {revision}, this modelcert needs {head}: run "
+            "`modelcert db upgrade` (a worker upgrades it when it starts)"
+        )
+    return None
 
 
 def check_can_listen(host: str, port: int, hint: str) -> None:

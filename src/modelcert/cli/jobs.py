@@ -23,6 +23,7 @@ from modelcert.cli.common import (
     open_engine,
     region_name,
     resolve_job,
+    schema_problem,
 )
 from modelcert.errors import UserError
 
@@ -51,7 +52,7 @@ def api_command(
     from modelcert.api.app import create_app
     from modelcert.settings import get_settings
     from modelcert.store import db
-    from modelcert.store.outage import hide_password, is_database_unavailable
+    from modelcert.store.outage import is_database_unavailable
 
     settings = get_settings()
     path = db.sqlite_file(settings.database_url)
@@ -61,7 +62,7 @@ def api_command(
         settings.database_url, must_exist=path is not None and path.parent.is_dir()
     )
     try:
-        current = db.is_current(engine)
+        problem = schema_problem(engine, settings.database_url)
     except Exception as exc:
         # Started during an outage: serve anyway. /api/health answers 503 (with the reason)
         # and every route 503 with Retry-After until the database answers, then all is
@@ -74,11 +75,8 @@ def api_command(
             file=sys.stderr,
         )
     else:
-        if not current:  # a database that answers without a schema: refused, as ever
-            raise UserError(
-                f"database {hide_password(settings.database_url)} has no schema yet: "
-                "run `modelcert db upgrade`"
-            )
+        if problem is not None:  # no schema, or an older one: refused, in one line
+            raise UserError(problem)
     finally:
         engine.dispose()
     check_can_listen(host, port, "choose another with --host and --port")

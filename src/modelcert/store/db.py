@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -158,3 +158,19 @@ def downgrade(engine: Engine, revision: str) -> None:
 def is_current(engine: Engine) -> bool:
     """True when the schema exists (the version table is there)."""
     return inspect(engine).has_table("alembic_version")
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The database's schema revision ("0009"), or None when it has no schema yet."""
+    if not is_current(engine):
+        return None
+    with engine.connect() as connection:
+        found = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return str(found) if found is not None else None
+
+
+def head_revision() -> str:
+    """The newest revision this code ships. The revisions are numbered in sequence with
+    their files (0001_…, 0002_…; a test holds it to Alembic's own head), so the CLI knows
+    it without loading the migration scripts."""
+    return max(path.name[:4] for path in (MIGRATIONS_DIR / "versions").glob("[0-9]" * 4 + "_*.py"))
