@@ -162,10 +162,12 @@ def test_each_behaviour_gets_the_verdict_a_user_expects(
     assert [t.outcome for t in hang[:2]] == ["FAILED", "FAILED"]
     assert all(t.outcome == "SKIPPED" for t in hang[2:])
 
-    # A throttled model waited for its own quota; the healthy one never waited for it.
+    # A throttled model was refused and retried on its own quota; the healthy one, on its
+    # own quota too, was never refused. (Not `throttled_s == 0`: the gate's bookkeeping
+    # between the healthy model's own calls is a few ms under load, as CI found.)
     throttled = verdicts["claude-throttled-then-ok"].tests[0]
-    assert (throttled.retries, throttled.outcome) == (2, "PASSED")
-    assert all(t.throttled_s == 0 for t in verdicts["claude-healthy"].tests)
+    assert (throttled.retries, throttled.rate_limited, throttled.outcome) == (2, 2, "PASSED")
+    assert all(t.rate_limited == 0 and t.retries == 0 for t in verdicts["claude-healthy"].tests)
 
 
 async def test_sync_adds_the_models_the_key_may_use(

@@ -220,12 +220,14 @@ def test_a_vertex_provider_is_certified_per_location_each_with_its_own_quota(
     central = verdicts[(f"vertex/{PRO}", "us-central1")]
     assert central.total_retries >= 3
     assert sum(t.throttled_s for t in central.tests) >= 3 * 0.4
-    # ... and the others never waited for it: each location's quota is its own (what they
-    # did wait is the gate's own bookkeeping, far below one hold of 0.4 s).
+    # ... and the others were never refused: each location's quota is its own. (Not a bound
+    # on their `throttled_s`: the gate's bookkeeping between their own calls grows with
+    # the machine's load.)
+    assert sum(t.rate_limited for t in central.tests) >= 3
     for location in ("europe-west4", "asia-northeast1"):
         other = verdicts[(f"vertex/{PRO}", location)]
         assert other.total_retries == 0, location
-        assert sum(t.throttled_s for t in other.tests) < 0.4, (location, other.tests)
+        assert all(t.rate_limited == 0 for t in other.tests), (location, other.tests)
     with factory() as session:
         spec = repo.deployment_spec(repo.find_deployment(session, f"vertex/{PRO}"))
     keys = {quota_key(spec, location) for location in LOCATIONS}

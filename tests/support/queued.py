@@ -31,6 +31,7 @@ class TestRow:
     error_message: str | None
     retries: int
     throttled_s: float
+    rate_limited: int
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def certify_queued(
                         r.error_message,
                         r.retries,
                         r.throttled_s,
+                        r.rate_limited,
                     )
                     for r in rows
                 ),
