@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from modelcert.providers.base import (
@@ -22,6 +21,7 @@ from modelcert.providers.base import (
     Stop,
     TextDelta,
     ToolCall,
+    ToolCallBuffer,
     Usage,
 )
 
@@ -137,13 +137,6 @@ def events_from_message(message: object) -> list[ChatEvent]:
     return events
 
 
-@dataclass
-class _ToolBuffer:
-    tool_use_id: str
-    name: str
-    parts: list[str] = field(default_factory=list)
-
-
 class StreamDecoder:
     """Turns Messages stream events into ChatEvents.
 
@@ -156,7 +149,7 @@ class StreamDecoder:
     """
 
     def __init__(self) -> None:
-        self._tools: dict[int, _ToolBuffer] = {}
+        self._tools: dict[int, ToolCallBuffer] = {}
         self._input_tokens: int | None = None
         self._output_tokens: int | None = None
         self._stop_reason: object = None
@@ -178,7 +171,7 @@ class StreamDecoder:
                 if not isinstance(name, str) or not name:
                     raise malformed(f"tool_use block without a name: {block!r}")
                 call_id = getattr(block, "id", None)
-                self._tools[self._index(event)] = _ToolBuffer(
+                self._tools[self._index(event)] = ToolCallBuffer(
                     call_id if isinstance(call_id, str) else "", name
                 )
             elif getattr(block, "type", None) == "text":
@@ -200,8 +193,7 @@ class StreamDecoder:
         elif kind == "content_block_stop":
             done = self._tools.pop(self._index(event), None)
             if done is not None:
-                arguments = "".join(done.parts) or "{}"
-                return [ToolCall(done.tool_use_id, done.name, arguments)]
+                return [done.call()]
         elif kind == "message_delta":
             self._stop_reason = getattr(getattr(event, "delta", None), "stop_reason", None)
             usage = getattr(event, "usage", None)

@@ -69,6 +69,21 @@ class ToolCall:
     arguments: str  # raw JSON text, as the model produced it
 
 
+@dataclass
+class ToolCallBuffer:
+    """A streamed tool call whose input arrives as JSON text fragments (Bedrock's
+    ConverseStream, Anthropic's input_json_delta): emitted whole when its block ends."""
+
+    id: str
+    name: str
+    parts: list[str] = field(default_factory=list)
+
+    def call(self) -> ToolCall:
+        # A tool without parameters may stream no input at all; "{}" is what the
+        # non-streaming APIs report for it.
+        return ToolCall(self.id, self.name, "".join(self.parts) or "{}")
+
+
 @dataclass(frozen=True)
 class Usage:
     input_tokens: int

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import urllib3.exceptions
@@ -32,6 +31,7 @@ from modelcert.providers.base import (
     Stop,
     TextDelta,
     ToolCall,
+    ToolCallBuffer,
     Usage,
     parse_retry_after,
 )
@@ -133,13 +133,6 @@ def response_events(response: Mapping[str, Any]) -> list[ChatEvent]:
     return events
 
 
-@dataclass
-class _ToolBuffer:
-    tool_use_id: str
-    name: str
-    parts: list[str] = field(default_factory=list)
-
-
 class StreamDecoder:
     """Turns ConverseStream events into ChatEvents.
 
@@ -150,7 +143,7 @@ class StreamDecoder:
     """
 
     def __init__(self) -> None:
-        self._tools: dict[int, _ToolBuffer] = {}
+        self._tools: dict[int, ToolCallBuffer] = {}
         self._stop: Stop | None = None
 
     def feed(self, event: Mapping[str, Any]) -> list[ChatEvent]:
@@ -168,14 +161,11 @@ class StreamDecoder:
             tool = body.get("start", {}).get("toolUse")
             if tool is not None:
                 index = body.get("contentBlockIndex", 0)
-                self._tools[index] = _ToolBuffer(tool.get("toolUseId", ""), tool.get("name", ""))
+                self._tools[index] = ToolCallBuffer(tool.get("toolUseId", ""), tool.get("name", ""))
         elif "contentBlockStop" in event:
             done = self._tools.pop(event["contentBlockStop"].get("contentBlockIndex", 0), None)
             if done is not None:
-                # A tool without parameters may stream no input at all; "{}" is what the
-                # non-streaming API reports for it.
-                arguments = "".join(done.parts) or "{}"
-                return [ToolCall(done.tool_use_id, done.name, arguments)]
+                return [done.call()]
         elif "messageStop" in event:
             self._stop = Stop(normalise_stop_reason(event["messageStop"].get("stopReason")))
         elif "metadata" in event:
