@@ -192,6 +192,15 @@ class TestResult:
     rate_limited: int = 0  # answers that were RATE_LIMIT (429s, throttling errors)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration_ms: float = 0.0
+    # A suite's own test (`modelcert.suites`): the suite version it came from
+    # ("name@version"; None for the built-in battery), how it counts toward the score,
+    # and what each of its assertions decided (JSON-able dicts, see `suites.assertions`).
+    suite: str | None = None
+    weight: float = 1.0
+    required: bool = False
+    assertions: list[dict[str, Any]] | None = None
+    # What the test's calls cost at the deployment's prices (None: no price known).
+    cost_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +229,47 @@ class Score:
 
 
 @dataclass(frozen=True)
+class Price:
+    """What a deployment's calls cost, in US dollars, and where the figure came from
+    (`modelcert.cost.prices`)."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+    per_request: float = 0.0
+    source: str = "override"  # "override" (the deployment's own) or "seed:<as-of date>"
+
+    def cost(self, input_tokens: int | None, output_tokens: int | None, calls: int) -> float:
+        """The cost of `calls` answered calls that used these tokens (unknown counts as 0)."""
+        return (
+            (input_tokens or 0) * self.input_per_mtok / 1_000_000
+            + (output_tokens or 0) * self.output_per_mtok / 1_000_000
+            + calls * self.per_request
+        )
+
+
+@dataclass(frozen=True)
+class Spending:
+    """What the budget check (`modelcert.cost.budget`) knows when a certification is about
+    to start: its job's budget and what the job spent, the day's and what it spent."""
+
+    job_budget_usd: float | None = None
+    job_spent_usd: float = 0.0
+    daily_budget_usd: float | None = None
+    day_spent_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class CertifyOptions:
+    """What a job (or an in-process certification) certifies with: the suites it names
+    (None: the default choice, `store.suite_selection`), smoke mode (`--smoke`, the
+    battery's cheapest meaningful subset) and the most it may spend in US dollars."""
+
+    suites: tuple[str, ...] | None = None
+    smoke: bool = False
+    budget_usd: float | None = None
+
+
+@dataclass(frozen=True)
 class DeploymentSpec:
     """One deployment as the certification engine needs it, detached from the database."""
 
@@ -243,3 +293,27 @@ class DeploymentSpec:
         if key in self.options:
             return self.options[key]
         return self.provider_config.get(key)
+
+
+@dataclass(frozen=True)
+class JudgeTarget:
+    """A deployment that grades `llm-judge` assertions, in the region it is called in."""
+
+    spec: DeploymentSpec
+    region: str
+    price: Price | None
+
+
+@dataclass(frozen=True)
+class CertificationInputs:
+    """What one certification is planned from (`store.certification_inputs` reads it):
+    the deployment, the built-in battery it runs (`builtin`, `smoke` or None), the loaded
+    suites' versions and definitions, the price of its calls, its judges, its budgets."""
+
+    spec: DeploymentSpec
+    builtin: str | None
+    suites: tuple[tuple[str, dict[str, Any]], ...]  # (name@version, definition)
+    suite_refs: tuple[str, ...]  # every suite version run, the built-in one included
+    price: Price | None
+    judges: Mapping[str, JudgeTarget] = field(default_factory=dict)  # by the suites' ref
+    spending: Spending = field(default_factory=Spending)

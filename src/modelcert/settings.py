@@ -148,6 +148,17 @@ class Settings(BaseSettings):
         validation_alias=_env("MODELCERT_RETRY_MAX_MS"),
         description="Cap on one retry delay (Retry-After from the provider may exceed it).",
     )
+    daily_budget_usd: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        validation_alias=_env("MODELCERT_DAILY_BUDGET_USD"),
+        description=(
+            "Most that certification may spend per UTC day, all jobs together, in US "
+            "dollars at the deployments' prices. A certification whose estimate would "
+            "exceed what is left is not started (SKIPPED, saying so). Unset: no daily limit."
+        ),
+    )
     availability_gap_s: float = Field(
         2.0,
         ge=0,

@@ -4,9 +4,10 @@ dependencies are not module-level state.
     cli/ api/ worker/      entry points
     jobs/                  DBOS adapter, queues, enqueue, schedule, notifications
     catalog/ reports/      services over the store (demo catalog, discovery, reports)
-    certify/               the engine and its pure decisions
+    certify/               the engine and its pure decisions (suite tests among them)
     providers/             one async interface per vendor
     store/                 every table and query
+    suites/ cost/          the suite file format (parse, validate); prices and budgets
     domain settings errors value types, the one Settings, user errors
     secrets validation     the registry of secrets and their masking; validated input types
     obs/                   metrics and logs (a leaf every layer may use)
@@ -29,17 +30,20 @@ BASE = {
     "modelcert.validation",
 }
 # What each layer may import from modelcert, besides itself and the base.
+LEAVES = {"suites", "cost"}
 ALLOWED: dict[str, set[str]] = {
-    "store": set(),
+    "suites": set(),
+    "cost": set(),
+    "store": LEAVES,
     "providers": set(),
     "obs": set(),
-    "certify": {"providers", "obs"},
-    "catalog": {"store", "providers", "certify"},
-    "reports": {"store"},
+    "certify": {"providers", "obs", *LEAVES},
+    "catalog": {"store", "providers", "certify", *LEAVES},
+    "reports": {"store", *LEAVES},
     # reports: the latency trends the notification checks compare (jobs.notify_events).
-    "jobs": {"store", "providers", "certify", "obs", "reports"},
-    "worker": {"store", "providers", "certify", "obs", "jobs"},
-    "api": {"store", "providers", "certify", "obs", "jobs", "reports", "catalog"},
+    "jobs": {"store", "providers", "certify", "obs", "reports", *LEAVES},
+    "worker": {"store", "providers", "certify", "obs", "jobs", *LEAVES},
+    "api": {"store", "providers", "certify", "obs", "jobs", "reports", "catalog", *LEAVES},
     "cli": {
         "store",
         "providers",
@@ -50,6 +54,7 @@ ALLOWED: dict[str, set[str]] = {
         "catalog",
         "worker",
         "api",
+        *LEAVES,
     },
 }
 

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from modelcert.domain import JobKind, Priority
+from modelcert.domain import CertifyOptions, JobKind, Priority
 from modelcert.store.models import Certification, CertificationRun, Deployment, TestResultRow
 from modelcert.validation import DeploymentRef, ProviderSlug, RegionName
 
@@ -35,21 +35,57 @@ MAX_DELAY_S = 7 * 24 * 3600
 
 # Requests
 
+SuiteRef = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=120,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[0-9a-f]{1,64})?$",
+        description="A loaded suite's name, NAME@VERSION, `builtin` or `smoke`.",
+    ),
+]
 
-class CertifyModelRequest(ApiRequest):
+
+class CertifyWith(ApiRequest):
+    """What the job certifies with: suites, smoke mode, budget."""
+
+    suites: list[SuiteRef] | None = Field(
+        None,
+        min_length=1,
+        max_length=20,
+        description="Run exactly these suites. Default: the built-in battery and the "
+        "suites attached to each deployment.",
+    )
+    smoke: bool = Field(False, description="Certify with the battery's cheapest subset.")
+    budget_usd: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Most the job may spend (USD); what would exceed it is not started.",
+    )
+
+    def options(self) -> CertifyOptions:
+        return CertifyOptions(
+            suites=tuple(self.suites) if self.suites is not None else None,
+            smoke=self.smoke,
+            budget_usd=self.budget_usd,
+        )
+
+
+class CertifyModelRequest(CertifyWith):
     model_id: ModelRef = Field(description="Deployment id or `provider/model-id`.")
     region: RegionName
     priority: Priority = Priority.NORMAL
     delay_seconds: float = Field(0.0, ge=0, le=MAX_DELAY_S, description="Wait before starting.")
 
 
-class CertifyMultipleRequest(ApiRequest):
+class CertifyMultipleRequest(CertifyWith):
     model_ids: list[ModelRef] = Field(min_length=1, max_length=1000)
     regions: list[RegionName] = Field(min_length=1, max_length=100)
     priority: Priority = Priority.NORMAL
 
 
-class CertifyAllRequest(ApiRequest):
+class CertifyAllRequest(CertifyWith):
     regions: list[RegionName] | None = Field(
         None, min_length=1, max_length=100, description="Default: every region served."
     )

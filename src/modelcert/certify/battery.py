@@ -64,6 +64,11 @@ class CallContext(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    async def judge(self, ref: str, request: ChatRequest) -> ChatResponse:
+        """Ask another catalog deployment (`provider/model-id`, as the plan resolved it):
+        an `llm-judge` assertion's grader. Its calls are counted apart (tokens, cost)."""
+        ...
+
 
 RunFn = Callable[[CallContext], Awaitable[Verdict]]
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,20 +35,22 @@ from modelcert.certify.evidence import (
     refine_feature_failure,
     skip_reason_after,
 )
-from modelcert.certify.plan import CertificationPlan, plan_certification
+from modelcert.certify.plan import CertificationPlan, plan_from_inputs
 from modelcert.certify.runner import (
     Clock,
+    JudgeConnection,
     Sleep,
     failed_before_calling,
     not_run,
     run_test,
     skipped,
 )
-from modelcert.certify.scoring import score_results
-from modelcert.certify.throttle import ThrottleGates
+from modelcert.certify.scoring import not_started_score, score_results
+from modelcert.certify.throttle import QuotaKey, ThrottleGates
+from modelcert.cost.budget import budget_refusal, total_cost
 from modelcert.domain import (
+    CertificationInputs,
     CertificationStatus,
-    DeploymentSpec,
     Score,
     TestResult,
 )
@@ -66,7 +69,17 @@ class RunStore(Protocol):
     """Where a certification is recorded (`store.runs.RunStore` on the database). Each
     method is one transaction; the engine calls them from a thread."""
 
-    def load_deployment(self, ref: str | int, region: str) -> DeploymentSpec: ...
+    def load_inputs(
+        self,
+        ref: str | int,
+        region: str,
+        *,
+        job_id: str | None,
+        suites: Sequence[str] | None,
+        smoke: bool,
+        budget_usd: float | None,
+        daily_budget_usd: float | None,
+    ) -> CertificationInputs: ...
 
     def begin_run(
         self,
@@ -77,6 +90,8 @@ class RunStore(Protocol):
         simulated: bool,
         job_id: str | None,
         executor_id: str | None,
+        suites: Sequence[str] = (),
+        estimate_usd: float | None = None,
     ) -> int: ...
 
     def record_test(self, run_id: int, position: int, result: TestResult) -> None: ...
@@ -111,6 +126,12 @@ class CertificationRequest:
     deployment: str | int  # id, provider/model-id, or a model id unique across providers
     region: str
     job_id: str | None = None
+    # Which suites to run (`store.suite_selection`; None: the job's, else the default),
+    # smoke mode, and the most this certification's job may spend. A durable
+    # certification reads them from its job.
+    suites: tuple[str, ...] | None = None
+    smoke: bool = False
+    budget_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +142,9 @@ class PreparedRun:
     job_id: str | None
     plan: CertificationPlan
     simulated: bool
+    # Set when a budget keeps the certification from starting: why (it ends SKIPPED).
+    refusal: str | None = None
+    estimate_usd: float | None = None  # what the certification was expected to cost
 
 
 @dataclass(frozen=True)
@@ -133,10 +157,15 @@ class CertificationOutcome:
     score: Score
     simulated: bool
     duration_s: float
+    refusal: str | None = None  # not started: a budget would have been exceeded
 
     @property
     def region(self) -> str:
         return self.plan.target.region
+
+    @property
+    def cost_usd(self) -> float | None:
+        return total_cost(r.cost_usd for r in self.results)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able summary (what the durable workflow returns)."""
@@ -150,6 +179,9 @@ class CertificationOutcome:
             "badge": score.badge.value if score.badge else None,
             "error_category": score.error_category.value if score.error_category else None,
             "simulated": self.simulated,
+            "suites": list(self.plan.suites),
+            "cost_usd": self.cost_usd,
+            "refusal": self.refusal,
         }
 
 
@@ -310,6 +342,8 @@ class CertificationEngine:
                 region=region,
                 job_id=request.job_id,
             )
+            if prepared.refusal is not None:
+                return await self._refused(prepared, key, started)
             metrics.record_certification_started(region, plan.provider_kind)
             try:
                 results = await self._run_tests(steps, prepared, key, on_result)
@@ -349,6 +383,24 @@ class CertificationEngine:
         event = "completed" if score.status.is_valid_verdict else "failed"
         log_event(event, run_key=key, **outcome.summary())
         return outcome
+
+    async def _refused(
+        self, prepared: PreparedRun, key: str, started: float
+    ) -> CertificationOutcome:
+        """A budget kept this certification from starting: its run ends SKIPPED, saying so;
+        the verdict it would have renewed stays as it was."""
+        message = prepared.refusal or "not started"
+        await self._abort(prepared, CertificationStatus.SKIPPED, message, started)
+        log_event("refused", run_key=key, deployment=prepared.plan.deployment_label, error=message)
+        return CertificationOutcome(
+            run_id=prepared.run_id,
+            plan=prepared.plan,
+            results=(),
+            score=not_started_score(message),
+            simulated=prepared.simulated,
+            duration_s=time.monotonic() - started,
+            refusal=message,
+        )
 
     async def _prepare_through(
         self, steps: CertificationSteps, request: CertificationRequest, key: str, started: float
@@ -442,8 +494,19 @@ class CertificationEngine:
         return await asyncio.to_thread(self._prepare, request, run_key)
 
     def _prepare(self, request: CertificationRequest, run_key: str) -> PreparedRun:
-        spec = self.store.load_deployment(request.deployment, request.region)
-        plan = plan_certification(self.settings, spec, request.region)
+        inputs = self.store.load_inputs(
+            request.deployment,
+            request.region,
+            job_id=request.job_id,
+            suites=request.suites,
+            smoke=request.smoke,
+            budget_usd=request.budget_usd,
+            daily_budget_usd=self.settings.daily_budget_usd,
+        )
+        spec = inputs.spec
+        plan = plan_from_inputs(self.settings, inputs, request.region)
+        estimate = plan.estimate_usd()
+        refusal = budget_refusal(estimate, inputs.spending)
         try:
             simulated = self._provider(plan).simulated
         except ProviderError:
@@ -457,8 +520,10 @@ class CertificationEngine:
             simulated=simulated,
             job_id=request.job_id,
             executor_id=self.executor_id,
+            suites=plan.suites,
+            estimate_usd=None if refusal else estimate,
         )
-        return PreparedRun(run_id, request.job_id, plan, simulated)
+        return PreparedRun(run_id, request.job_id, plan, simulated, refusal, estimate)
 
     async def run_test(
         self, prepared: PreparedRun, position: int, basic_answered: bool
@@ -483,7 +548,10 @@ class CertificationEngine:
                 sleep=self.timing.sleep,
                 clock=self.timing.clock,
                 gate=self.gates.get(plan.quota),
+                price=plan.price,
+                judges=self._judges(plan),
             )
+        result.suite, result.weight, result.required = plan.weighing(position)
         result = refine_feature_failure(result, planned.test, basic_answered=basic_answered)
         await asyncio.to_thread(self.store.record_test, prepared.run_id, position, result)
         metrics.record_test_result(
@@ -496,6 +564,8 @@ class CertificationEngine:
             result.throttled_s,
             (result.latency_ms or 0) / 1000,
         )
+        if result.cost_usd:
+            metrics.record_cost(plan.target.region, plan.provider_kind, result.cost_usd)
         return result
 
     async def finish(self, prepared: PreparedRun, results: list[TestResult]) -> Score:
@@ -505,6 +575,26 @@ class CertificationEngine:
             self.store.finish_run, prepared.run_id, results, score, job_id=prepared.job_id
         )
         return score
+
+    def _judges(self, plan: CertificationPlan) -> dict[str, JudgeConnection]:
+        """The plan's judges as connections through this engine's pool and quota gates."""
+        return {
+            ref: JudgeConnection(
+                label=judge.label,
+                connect=functools.partial(
+                    self.providers.get,
+                    judge.provider_slug,
+                    judge.provider_kind,
+                    judge.provider_config,
+                ),
+                target=judge.target,
+                price=judge.price,
+                gate=self.gates.get(
+                    QuotaKey(judge.provider_slug, judge.target.region, judge.target.model_id)
+                ),
+            )
+            for ref, judge in plan.judges.items()
+        }
 
     def _provider(self, plan: CertificationPlan) -> ProviderClient:
         return self.providers.get(plan.provider_slug, plan.provider_kind, plan.provider_config)

@@ -5,20 +5,51 @@ Options a deployment may set (or its provider, for all its deployments): `test_t
 (each test's whole time budget), `retry_base_ms`, `retry_max_ms`, `max_retries`,
 `throttle_scope` (`model`, the default, or `provider`) and `quota_key` (a named quota
 shared by the deployments that give the same name).
+
+The tests come from the suites chosen for the certification (`store.suite_selection`):
+the built-in battery (or its smoke subset) first, then each loaded suite's tests as
+`suite/test`. The plan carries those tests' definitions (JSON), the price of the calls
+and the judges' connections, so that a durable step resumed elsewhere runs exactly
+what was planned.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from modelcert.certify.battery import BATTERY_BY_ID, PlannedTest, plan_battery
+from modelcert.certify.battery import BATTERY, BATTERY_BY_ID, PlannedTest, plan_battery
 from modelcert.certify.runner import RetryPolicy
 from modelcert.certify.throttle import THROTTLE_SCOPES, QuotaKey
-from modelcert.domain import DeploymentSpec
+from modelcert.cost.budget import estimate_cost
+from modelcert.domain import (
+    Capabilities,
+    CertificationInputs,
+    DeploymentSpec,
+    JudgeTarget,
+    Price,
+)
 from modelcert.errors import UserError
 from modelcert.providers.base import Target
 from modelcert.settings import Settings
+
+# The smoke suite (`--smoke`): the cheapest tests that still show a deployment answers,
+# streams and reports usage: three short calls instead of the battery's 13-15.
+SMOKE_TESTS = ("basic-prompt", "streaming", "token-usage")
+SMOKE_BATTERY = tuple(test for test in BATTERY if test.id in SMOKE_TESTS)
+
+
+@dataclass(frozen=True)
+class JudgePlan:
+    """A deployment that grades `llm-judge` assertions, as the test steps call it."""
+
+    label: str  # provider-slug/model-id
+    provider_slug: str
+    provider_kind: str
+    provider_config: dict[str, Any]
+    target: Target
+    price: Price | None
 
 
 @dataclass(frozen=True)
@@ -36,10 +67,40 @@ class CertificationPlan:
     policy: RetryPolicy
     test_timeout_s: float | None  # None: each test's own timeout
     quota: QuotaKey
+    suites: tuple[str, ...] = ()  # the suite versions run, name@version
+    # A suite's own tests: test id (suite/test) -> (suite name@version, its definition).
+    custom: Mapping[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    price: Price | None = None  # of the deployment's calls; None: unknown
+    judges: Mapping[str, JudgePlan] = field(default_factory=dict)  # by the ref suites use
 
     def planned(self, position: int) -> PlannedTest:
         test_id, skip = self.tests[position]
+        if test_id in self.custom:
+            from modelcert.suites.custom import suite_test  # suites build on the battery
+
+            suite_ref, definition = self.custom[test_id]
+            return PlannedTest(suite_test(suite_ref, definition), skip)
         return PlannedTest(BATTERY_BY_ID[test_id], skip)
+
+    def weighing(self, position: int) -> tuple[str | None, float, bool]:
+        """(suite name@version, weight, required) of the test at `position`."""
+        test_id = self.tests[position][0]
+        if test_id not in self.custom:
+            return None, 1.0, False
+        suite_ref, definition = self.custom[test_id]
+        return suite_ref, float(definition.get("weight", 1.0)), bool(definition.get("required"))
+
+    @property
+    def planned_calls(self) -> int:
+        """Calls the tests that will run make at least (availability makes two)."""
+        return sum(
+            2 if test_id == "availability" else 1 for test_id, skip in self.tests if skip is None
+        )
+
+    def estimate_usd(self) -> float | None:
+        """What the certification is expected to cost (None: no price known), for the
+        budget check before it starts."""
+        return estimate_cost(self.price, self.planned_calls)
 
 
 def retry_policy(settings: Settings, spec: DeploymentSpec) -> RetryPolicy:
@@ -67,8 +128,76 @@ def quota_key(spec: DeploymentSpec, region: str) -> QuotaKey:
     return QuotaKey(spec.provider_slug, region, spec.model_id if scope == "model" else "*")
 
 
-def plan_certification(settings: Settings, spec: DeploymentSpec, region: str) -> CertificationPlan:
+def suite_tests(
+    suites: tuple[tuple[str, dict[str, Any]], ...], caps: Capabilities
+) -> tuple[list[tuple[str, str | None]], dict[str, tuple[str, dict[str, Any]]]]:
+    """The loaded suites' tests in order, each with the reason it is skipped (a capability
+    it requires is not declared), and their definitions by test id."""
+    tests: list[tuple[str, str | None]] = []
+    custom: dict[str, tuple[str, dict[str, Any]]] = {}
+    for suite_ref, definition in suites:
+        name = suite_ref.partition("@")[0]
+        for test in definition.get("tests", ()):
+            test_id = f"{name}/{test['id']}"
+            missing = [cap for cap in test.get("requires", ()) if not getattr(caps, cap, False)]
+            reason = f"capability not declared: {', '.join(missing)}" if missing else None
+            tests.append((test_id, reason))
+            custom[test_id] = (suite_ref, test)
+    return tests, custom
+
+
+def judge_plan(judge: JudgeTarget) -> JudgePlan:
+    spec = judge.spec
+    return JudgePlan(
+        label=spec.label,
+        provider_slug=spec.provider_slug,
+        provider_kind=spec.provider_kind,
+        provider_config=dict(spec.provider_config),
+        target=Target(
+            model_id=spec.model_id,
+            region=judge.region,
+            inference_type=spec.inference_type,
+            options=dict(spec.options),
+        ),
+        price=judge.price,
+    )
+
+
+def plan_from_inputs(
+    settings: Settings, inputs: CertificationInputs, region: str
+) -> CertificationPlan:
+    """The plan of the suites, price and judges `store.certification_inputs` read."""
+    return plan_certification(
+        settings,
+        inputs.spec,
+        region,
+        builtin=inputs.builtin,
+        suites=inputs.suites,
+        suite_refs=inputs.suite_refs,
+        price=inputs.price,
+        judges={ref: judge_plan(judge) for ref, judge in inputs.judges.items()},
+    )
+
+
+def plan_certification(
+    settings: Settings,
+    spec: DeploymentSpec,
+    region: str,
+    *,
+    builtin: str | None = "builtin",
+    suites: tuple[tuple[str, dict[str, Any]], ...] = (),
+    suite_refs: tuple[str, ...] = (),
+    price: Price | None = None,
+    judges: Mapping[str, JudgePlan] | None = None,
+) -> CertificationPlan:
+    """The plan of one certification: the built-in battery (`builtin`), its smoke subset
+    (`smoke`) or neither (None), then the loaded `suites`' tests."""
     timeout = spec.option("test_timeout_s")
+    battery = {"builtin": BATTERY, "smoke": SMOKE_BATTERY}.get(builtin or "", ())
+    tests = [
+        (p.test.id, p.skip_reason) for p in plan_battery(spec.vendor, spec.capabilities, battery)
+    ]
+    custom_tests, custom = suite_tests(suites, spec.capabilities)
     return CertificationPlan(
         deployment_id=spec.deployment_id,
         deployment_label=spec.label,
@@ -82,10 +211,12 @@ def plan_certification(settings: Settings, spec: DeploymentSpec, region: str) ->
             options=dict(spec.options),
         ),
         streaming=spec.capabilities.streaming,
-        tests=tuple(
-            (p.test.id, p.skip_reason) for p in plan_battery(spec.vendor, spec.capabilities)
-        ),
+        tests=tuple(tests + custom_tests),
         policy=retry_policy(settings, spec),
         test_timeout_s=float(timeout) if timeout is not None else None,
         quota=quota_key(spec, region),
+        suites=suite_refs,
+        custom=custom,
+        price=price,
+        judges=dict(judges or {}),
     )

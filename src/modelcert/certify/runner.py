@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
@@ -24,6 +24,7 @@ from modelcert.certify.battery import PlannedTest
 from modelcert.certify.errors import Classification, categorise_error, rule_for
 from modelcert.certify.throttle import ThrottleGate
 from modelcert.certify.verdicts import ChatResponse
+from modelcert.cost.prices import Price
 from modelcert.domain import ErrorCategory, TestOutcome, TestResult
 from modelcert.providers.base import (
     ChatEvent,
@@ -39,6 +40,26 @@ from modelcert.providers.base import (
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class JudgeConnection:
+    """How a test reaches the deployment that grades its `llm-judge` assertions."""
+
+    label: str
+    connect: Callable[[], ProviderClient]  # may raise ProviderError (e.g. no API key)
+    target: Target
+    price: Price | None = None
+    gate: ThrottleGate | None = None
+
+
+class JudgeFailed(Exception):
+    """The judge could not grade (its own calls failed): no evidence about the model, so
+    the test is NOT_RUN rather than failed (`engine`: no verdict from missing evidence)."""
+
+    def __init__(self, label: str, error: ProviderError) -> None:
+        super().__init__(f"not run: the judge {label} failed: {error.message}")
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -140,6 +161,8 @@ class _Context:
     responses: list[ChatResponse] = field(default_factory=list)
     deadline: float = 0.0  # set when the test starts; moved by turns taken behind a quota
     _queued_s: float = 0.0  # of `throttled_s`, the part that moved the deadline
+    judges: Mapping[str, JudgeConnection] = field(default_factory=dict)
+    judge_cost_usd: float = 0.0  # what the judges' answers cost (priced ones)
 
     def start(self) -> None:
         self.deadline = self.clock() + self.timeout_s
@@ -149,6 +172,41 @@ class _Context:
 
     async def sleep(self, seconds: float) -> None:
         await self.sleep_fn(seconds)
+
+    async def judge(self, ref: str, request: ChatRequest) -> ChatResponse:
+        """One grading call to the judge `ref` names, with this test's retry policy and
+        within its time budget; its answer is not the model's (not in `responses`)."""
+        connection = self.judges.get(ref)
+        if connection is None:
+            raise JudgeFailed(ref, ProviderError("no such judge in the plan", code="NoJudge"))
+        try:
+            provider = connection.connect()
+        except ProviderError as error:
+            raise JudgeFailed(connection.label, error) from error
+        grader = _Context(
+            provider=provider,
+            target=connection.target,
+            policy=self.policy,
+            timeout_s=max(0.001, self.remaining()),
+            streaming=False,
+            availability_gap_s=self.availability_gap_s,
+            sleep_fn=self.sleep_fn,
+            rng=self.rng,
+            clock=self.clock,
+            gate=connection.gate,
+        )
+        grader.start()
+        try:
+            response = await grader.call(request)
+        except ProviderError as error:
+            raise JudgeFailed(connection.label, error) from error
+        finally:
+            self.throttled_s += grader.throttled_s
+        if connection.price is not None:
+            self.judge_cost_usd += connection.price.cost(
+                response.input_tokens, response.output_tokens, 1
+            )
+        return response
 
     def _quota_serving(self) -> bool:
         """Whether the quota answered anyone here recently: then a 429 means "take your
@@ -282,8 +340,11 @@ async def run_test(
     clock: Clock = time.perf_counter,
     rng: random.Random | None = None,
     gate: ThrottleGate | None = None,
+    price: Price | None = None,
+    judges: Mapping[str, JudgeConnection] | None = None,
 ) -> TestResult:
-    """Run one planned test; never raises for provider behaviour."""
+    """Run one planned test; never raises for provider behaviour. With a `price`, the
+    result says what its calls cost (its judges' priced calls included)."""
     test = planned.test
     if planned.skip_reason:
         return skipped(planned, planned.skip_reason)
@@ -298,6 +359,7 @@ async def run_test(
         rng=rng or random.Random(),
         clock=clock,
         gate=gate,
+        judges=judges or {},
     )
     result = TestResult(test.id, test.title, TestOutcome.FAILED)
     started = clock()
@@ -308,9 +370,13 @@ async def run_test(
         # A call that failed for good, or a test's own verdict on calls that failed
         # (e.g. "inconsistent availability"): classified either way.
         _record_failure(result, error)
+    except JudgeFailed as failed:
+        result.outcome = TestOutcome.NOT_RUN
+        result.detail = str(failed)
     else:
         result.outcome = TestOutcome.PASSED if verdict.passed else TestOutcome.FAILED
         result.detail = verdict.detail
+        result.assertions = [dict(outcome) for outcome in verdict.assertions] or None
         if not verdict.passed:
             category = verdict.category or ErrorCategory.QUALITY_ISSUE
             result.error_category = category
@@ -327,6 +393,9 @@ async def run_test(
         result.ttft_ms = round(first_ttft, 1) if first_ttft is not None else None
         result.input_tokens = _sum_tokens(r.input_tokens for r in ctx.responses)
         result.output_tokens = _sum_tokens(r.output_tokens for r in ctx.responses)
+    if price is not None:
+        own = price.cost(result.input_tokens, result.output_tokens, len(ctx.responses))
+        result.cost_usd = round(own + ctx.judge_cost_usd, 8)
     return result
 
 

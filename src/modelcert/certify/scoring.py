@@ -10,6 +10,9 @@ Two rules of our own:
   reason that is not the model's (NOT_RUN: the certification ran out of time), makes the
   certification INCOMPLETE, with no rating or badge, unless what did run already shows
   the deployment unusable (an availability category: FAILED on that evidence).
+- **A suite's weights and required tests count.** The success rate is weighted by each
+  test's weight (1 for the built-in battery); a failed test marked `required` fails the
+  certification whatever the rate (`modelcert.suites`).
 - **Verdict, rating and badge agree.** The rating is capped by the verdict: a
   QUALITY_WARNING is at most FUNCTIONAL, a FAILED at most NOT_RECOMMENDED (UNAVAILABLE
   when an availability category decided it), so no failed run is rated RECOMMENDED.
@@ -66,6 +69,12 @@ class ScoredTest(Protocol):
     def error_message(self) -> str | None: ...
     @property
     def detail(self) -> str: ...
+    @property
+    def test_id(self) -> str: ...
+    @property
+    def weight(self) -> float: ...
+    @property
+    def required(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,9 @@ class TestScoreInput:
     error_category: ErrorCategory | None = None
     error_message: str | None = None
     detail: str = ""
+    test_id: str = "test"
+    weight: float = 1.0
+    required: bool = False
 
 
 def performance_factor(avg_latency_ms: float) -> float:
@@ -100,12 +112,19 @@ def badge_for(rating: float) -> Badge:
 
 
 def compute_rating(
-    *, passed: int, total: int, avg_latency_ms: float | None, avg_retries: float, errors: int
+    *,
+    passed: int,
+    total: int,
+    avg_latency_ms: float | None,
+    avg_retries: float,
+    errors: int,
+    success_fraction: float | None = None,
 ) -> float:
-    """0.5·success + resilience + performance + stability, one decimal; 0 with no pass."""
+    """0.5·success + resilience + performance + stability, one decimal; 0 with no pass.
+    `success_fraction` (0-1) is the weighted pass rate when tests weigh differently."""
     if total == 0 or passed == 0 or avg_latency_ms is None:
         return 0.0
-    success = passed / total * 4
+    success = (passed / total if success_fraction is None else success_fraction) * 4
     resilience = max(0.5, 1 - min(avg_retries, 6) / 6 * 0.5)
     stability = max(0.0, 1 - errors / total)
     raw = 0.5 * success + resilience + performance_factor(avg_latency_ms) + stability
@@ -161,12 +180,20 @@ def score_results(results: Sequence[ScoredTest]) -> Score:
     avg_latency = sum(latencies) / len(latencies) if latencies else None
     total_retries = sum(r.retries for r in executed)
     avg_retries = total_retries / len(executed) if executed else 0.0
-    success_rate = len(passed) / len(executed) * 100 if executed else 0.0
+    weight_run = sum(r.weight for r in executed)
+    weight_passed = sum(r.weight for r in passed)
+    success_rate = weight_passed / weight_run * 100 if weight_run > 0 else 0.0
 
     decisive = decisive_error(results)
     category = decisive[0] if decisive else None
     message = decisive[1] if decisive else None
     status = status_for(success_rate, len(executed), category, missing=len(missing))
+    required_failed = [r for r in executed if r.required and r.outcome is TestOutcome.FAILED]
+    if required_failed and status is not CertificationStatus.FAILED:
+        first = required_failed[0]
+        status = CertificationStatus.FAILED
+        category = first.error_category or ErrorCategory.QUALITY_ISSUE
+        message = f"required test {first.test_id} failed: {first.error_message or first.detail}"
     rating: float | None = None
     if status not in (CertificationStatus.INCOMPLETE, CertificationStatus.ERROR):
         raw = compute_rating(
@@ -175,6 +202,7 @@ def score_results(results: Sequence[ScoredTest]) -> Score:
             avg_latency_ms=avg_latency,
             avg_retries=avg_retries,
             errors=failed,
+            success_fraction=success_rate / 100,
         )
         rating = capped_rating(status, raw, category)
     if status is CertificationStatus.INCOMPLETE:
@@ -198,5 +226,27 @@ def score_results(results: Sequence[ScoredTest]) -> Score:
         total_retries=total_retries,
         error_category=category,
         error_severity=rule_for(category).severity if category else None,
+        error_message=message,
+    )
+
+
+def not_started_score(message: str) -> Score:
+    """The outcome of a certification that was not started (a budget kept it back)."""
+    return Score(
+        status=CertificationStatus.SKIPPED,
+        score=None,
+        rating=None,
+        badge=None,
+        tests_total=0,
+        tests_passed=0,
+        tests_failed=0,
+        tests_skipped=0,
+        success_rate=0.0,
+        avg_latency_ms=None,
+        p50_latency_ms=None,
+        max_latency_ms=None,
+        total_retries=0,
+        error_category=None,
+        error_severity=None,
         error_message=message,
     )

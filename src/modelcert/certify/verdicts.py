@@ -35,6 +35,8 @@ class Verdict:
     passed: bool
     detail: str
     category: ErrorCategory | None = None  # for failures; QUALITY_ISSUE by default
+    # A suite test's assertions, each as decided (`suites.assertions`; JSON-able dicts).
+    assertions: tuple[dict[str, Any], ...] = ()
 
     @staticmethod
     def ok(detail: str = "ok") -> Verdict:

@@ -14,6 +14,10 @@ import typer
 from modelcert.cli.common import (
     CLI_DATABASE_PATIENCE_S,
     EXIT_NOT_CERTIFIED,
+    BudgetOption,
+    SmokeOption,
+    SuiteOption,
+    certify_options,
     console,
     deployment_ref,
     region_name,
@@ -40,6 +44,9 @@ def _progress_printer(label: str, region: str) -> Callable[[int, int, TestResult
 def certify_command(
     deployment: Annotated[str, typer.Option(help="Deployment id or provider/model-id.")],
     region: Annotated[str, typer.Option(help="Region to certify in.")],
+    suite: SuiteOption = None,
+    smoke: SmokeOption = False,
+    budget_usd: BudgetOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Run one certification in-process and print its tests and verdict. Exit code 0 when
@@ -55,18 +62,27 @@ def certify_command(
     from modelcert.settings import get_settings
     from modelcert.store import db
     from modelcert.store.runs import RunStore
+    from modelcert.store.suite_selection import check_suite_names
 
     deployment, region = deployment_ref(deployment), region_name(region)
+    options = certify_options(suite, smoke, budget_usd)
     factory = session_factory()
     with db.transaction(factory) as session:
         operations.check_active(session, [(deployment, region)])
+        check_suite_names(session, options.suites or ())
     settings = get_settings()
     engine = CertificationEngine(RunStore(factory, patience_s=CLI_DATABASE_PATIENCE_S), settings)
     callback = None if as_json else _progress_printer(deployment, region)
 
     async def go() -> CertificationOutcome:
         try:
-            request = CertificationRequest(deployment, region)
+            request = CertificationRequest(
+                deployment,
+                region,
+                suites=options.suites,
+                smoke=options.smoke,
+                budget_usd=options.budget_usd,
+            )
             return await engine.certify(request, on_result=callback)
         finally:
             await engine.aclose()

@@ -11,8 +11,9 @@ import json
 import socket
 import sys
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import typer
 from rich.console import Console
 
 from modelcert.errors import NotFoundError, UserError
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
+    from modelcert.domain import CertifyOptions
     from modelcert.settings import Settings
 
 # Wide enough for the matrix when output is piped (rich falls back to 80 columns).
@@ -229,3 +231,53 @@ def cli_actor() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (a container, say)
         return f"uid {os.getuid()}"
+
+
+# `--suite`, `--smoke` and `--budget-usd`, as `modelcert certify` and `enqueue` take them.
+SuiteOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--suite",
+        help="Run this suite (repeat, or comma-separated; NAME@VERSION pins a version; "
+        "`builtin` is the built-in battery). Default: the battery and the suites attached "
+        "to the deployment.",
+        show_default=False,
+    ),
+]
+SmokeOption = Annotated[
+    bool,
+    typer.Option(
+        "--smoke", help="Certify with the battery's cheapest meaningful subset (3 calls)."
+    ),
+]
+BudgetOption = Annotated[
+    float | None,
+    typer.Option(
+        "--budget-usd",
+        help="Most this job may spend (USD at the deployments' prices); a certification "
+        "that would exceed it is not started.",
+        show_default="no limit",
+    ),
+]
+
+
+def certify_options(
+    suites: list[str] | None, smoke: bool, budget_usd: float | None
+) -> CertifyOptions:
+    """The options as the engine takes them; UserError (exit 2) for a bad one."""
+    import math
+
+    from modelcert.domain import CertifyOptions
+    from modelcert.store.suite_selection import parse_suite_names
+
+    if budget_usd is not None and not (math.isfinite(budget_usd) and budget_usd >= 0):
+        raise UserError(
+            f"--budget-usd: expected a number of dollars ≥ 0, not {budget_usd:g}",
+            field="budget_usd",
+        )
+    names = parse_suite_names(suites)
+    if smoke and names:
+        raise UserError("--smoke is a suite of its own: give it or --suite, not both")
+    return CertifyOptions(
+        suites=tuple(names) if names is not None else None, smoke=smoke, budget_usd=budget_usd
+    )

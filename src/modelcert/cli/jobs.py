@@ -15,6 +15,10 @@ from rich.console import Console
 from modelcert.cli.choices import JobStatus, Priority
 from modelcert.cli.common import (
     EXIT_NOT_CERTIFIED,
+    BudgetOption,
+    SmokeOption,
+    SuiteOption,
+    certify_options,
     check_can_listen,
     cli_actor,
     console,
@@ -105,6 +109,9 @@ def enqueue_command(
             show_default="no limit",
         ),
     ] = None,
+    suite: SuiteOption = None,
+    smoke: SmokeOption = False,
+    budget_usd: BudgetOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Queue certifications (deployments × regions) for the workers."""
@@ -129,6 +136,7 @@ def enqueue_command(
         raise UserError("--timeout goes with --wait", field="timeout")
     deployments = [deployment_ref(d) for d in deployment]
     regions = [region_name(r) for r in region]
+    options = certify_options(suite, smoke, budget_usd)
     settings = get_settings()
     engine = open_engine(settings)
     factory = db.make_session_factory(engine)
@@ -145,6 +153,7 @@ def enqueue_command(
             priority=DomainPriority(priority.value),
             created_by="cli",
             delay_s=delay,
+            options=options,
         )
     finally:
         enqueuer.close()

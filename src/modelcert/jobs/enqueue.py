@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.domain import CertificationStatus, JobKind, Priority
+from modelcert.domain import CertificationStatus, CertifyOptions, JobKind, Priority
 from modelcert.errors import NotFoundError, UserError
 from modelcert.jobs.control import region_queue_options
 from modelcert.jobs.queues import PRIORITY_VALUES, dbos_table, queue_name, wake_workers
@@ -30,6 +30,7 @@ from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, Deployment, Job, Provider, utcnow
+from modelcert.store.suite_selection import check_suite_names
 from modelcert.validation import id_in_range, is_digit_id
 
 _T = TypeVar("_T")
@@ -117,6 +118,7 @@ class Enqueuer:
         created_by: str | None = None,
         delay_s: float = 0.0,
         scope: dict[str, Any] | None = None,
+        options: CertifyOptions | None = None,
     ) -> EnqueueResult:
         """Validate the targets, then write the job and queue its work in one transaction.
 
@@ -130,6 +132,9 @@ class Enqueuer:
             raise UserError("nothing to certify: no deployment × region matched", field="targets")
         if delay_s < 0:
             raise UserError("delay must be ≥ 0 seconds", field="delay")
+        options = options or CertifyOptions()
+        if options.budget_usd is not None and not (0 <= options.budget_usd < float("inf")):
+            raise UserError("budget must be a number of dollars ≥ 0", field="budget_usd")
         result = EnqueueResult(job_id=None, kind=kind, priority=priority)
         regions = {str(region) for _, region in targets}
         if any(queue_name(self.settings, r) not in self._registered for r in regions):
@@ -142,11 +147,16 @@ class Enqueuer:
                 self.ensure_queue(region, update=False)
         with transaction(factory) as session:
             resolved = _resolve(session, targets)
+            if options.suites:
+                check_suite_names(session, options.suites)
             job = Job(
                 kind=kind.value,
                 priority=priority.value,
                 created_by=created_by,
                 scope=scope or _scope(resolved),
+                suites=list(options.suites) if options.suites is not None else None,
+                smoke=options.smoke,
+                budget_usd=options.budget_usd,
             )
             session.add(job)
             session.flush()

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -109,6 +110,9 @@ class Deployment(Base):
     inference_type: Mapped[str] = mapped_column(String(32), default=InferenceType.ON_DEMAND.value)
     cost_input_per_mtok: Mapped[float | None] = mapped_column(Float)
     cost_output_per_mtok: Mapped[float | None] = mapped_column(Float)
+    # A fee per answered call, beside the token prices (migration 0011); the three
+    # override the seed table (`modelcert.cost.prices`) for this deployment.
+    cost_per_request: Mapped[float | None] = mapped_column(Float)
     # Free-form per-deployment options (sim profile, test timeout, retry base…).
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -135,6 +139,11 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+    # What the job certifies with (migration 0011): suite names (None: the default
+    # selection), smoke mode, and the most it may spend (None: no budget of its own).
+    suites: Mapped[list[str] | None] = mapped_column(JSON)
+    smoke: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    budget_usd: Mapped[float | None] = mapped_column(Float)
 
 
 class _VerdictColumns:
@@ -219,10 +228,34 @@ class CertificationRun(_VerdictColumns, Base):
     region: Mapped[str] = mapped_column(String(64))
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     executor_id: Mapped[str | None] = mapped_column(String(200))
+    # The suite versions the run ran ("name@version"; migration 0011) and what it cost.
+    suites: Mapped[list[str] | None] = mapped_column(JSON)
+    cost_usd: Mapped[float | None] = mapped_column(Float)  # set when the run closes
+    # What it was expected to cost when it started: budgets reserve it while it runs.
+    estimate_usd: Mapped[float | None] = mapped_column(Float)
 
     tests: Mapped[list[TestResultRow]] = relationship(
         back_populates="run", order_by="TestResultRow.position", cascade="all, delete-orphan"
     )
+
+
+class Suite(Base):
+    """One version of a test suite, as loaded from its file (`modelcert.suites`)."""
+
+    __tablename__ = "suites"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))  # content hash of the definition
+    description: Mapped[str | None] = mapped_column(Text)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)  # validated, normalised
+    source: Mapped[str] = mapped_column(Text)  # the YAML as loaded
+    source_name: Mapped[str | None] = mapped_column(String(500))  # the file it came from
+    current: Mapped[bool] = mapped_column(Boolean, default=True)  # the name's latest
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # False: removed
+    loaded_by: Mapped[str | None] = mapped_column(String(200))
+    loaded_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class TestResultRow(Base):
@@ -235,7 +268,7 @@ class TestResultRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("certification_runs.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
-    test_id: Mapped[str] = mapped_column(String(64))
+    test_id: Mapped[str] = mapped_column(String(200))  # `suite/test` for a suite's own
     title: Mapped[str] = mapped_column(String(200))
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text)
@@ -255,5 +288,12 @@ class TestResultRow(Base):
     rate_limited: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     started_at: Mapped[datetime | None]
     duration_ms: Mapped[float | None] = mapped_column(Float)
+    # Migration 0011: the suite ("name@version") the test came from, how it counts, what
+    # each of its assertions decided, and what its calls cost (judge calls included).
+    suite: Mapped[str | None] = mapped_column(String(140))
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    assertions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
 
     run: Mapped[CertificationRun] = relationship(back_populates="tests")

@@ -20,9 +20,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelcert.cost.budget import total_cost
 from modelcert.domain import (
     CERTIFICATION_VALIDITY,
     CertificationStatus,
@@ -37,6 +38,7 @@ from modelcert.domain import (
 from modelcert.errors import NotFoundError
 from modelcert.secrets import redact, redact_optional
 from modelcert.store import repo
+from modelcert.store.certification_inputs import CertificationInputs, load_certification_inputs
 from modelcert.store.db import transaction
 from modelcert.store.models import (
     Certification,
@@ -101,6 +103,34 @@ class RunStore:
 
         return self.retrying(load)
 
+    def load_inputs(
+        self,
+        ref: str | int,
+        region: str,
+        *,
+        job_id: str | None,
+        suites: Sequence[str] | None,
+        smoke: bool,
+        budget_usd: float | None,
+        daily_budget_usd: float | None,
+    ) -> CertificationInputs:
+        """What the certification is planned from (`store.certification_inputs`)."""
+
+        def load() -> CertificationInputs:
+            with transaction(self.factory) as session:
+                return load_certification_inputs(
+                    session,
+                    ref,
+                    region,
+                    job_id=job_id,
+                    suites=suites,
+                    smoke=smoke,
+                    budget_usd=budget_usd,
+                    daily_budget_usd=daily_budget_usd,
+                )
+
+        return self.retrying(load)
+
     def begin_run(
         self,
         deployment_id: int,
@@ -110,11 +140,15 @@ class RunStore:
         simulated: bool,
         job_id: str | None,
         executor_id: str | None,
+        suites: Sequence[str] = (),
+        estimate_usd: float | None = None,
     ) -> int:
         """Mark the certification RUNNING, open its run (and start its job); the run id.
         Again with the same `run_key`: the run it opened (no second run)."""
         return self.retrying(
-            lambda: self._begin_run(deployment_id, region, run_key, simulated, job_id, executor_id)
+            lambda: self._begin_run(
+                deployment_id, region, run_key, simulated, job_id, executor_id, suites, estimate_usd
+            )
         )
 
     def _begin_run(
@@ -125,6 +159,8 @@ class RunStore:
         simulated: bool,
         job_id: str | None,
         executor_id: str | None,
+        suites: Sequence[str],
+        estimate_usd: float | None,
     ) -> int:
         with transaction(self.factory) as session:
             run = begin_run(
@@ -135,6 +171,8 @@ class RunStore:
                 simulated=simulated,
                 job_id=job_id,
                 executor_id=executor_id,
+                suites=suites,
+                estimate_usd=estimate_usd,
             )
             if job_id is not None:
                 session.execute(
@@ -190,8 +228,10 @@ class RunStore:
         def abort() -> None:
             with transaction(self.factory) as session:
                 closed = abort_run(session, run_id, status, message)
-                if closed and job_id is not None and status is CertificationStatus.ERROR:
-                    # An ERROR is final too: without it the job would wait for it forever.
+                final = status in (CertificationStatus.ERROR, CertificationStatus.SKIPPED)
+                if closed and job_id is not None and final:
+                    # An ERROR is final too, and so is a certification a budget kept from
+                    # starting (SKIPPED): without them the job would wait forever.
                     completed = count_job_result(session, job_id, succeeded=False)
                     if completed and self.notifier is not None:
                         self.notifier.job_finished(session, job_id)
@@ -208,6 +248,8 @@ def begin_run(
     run_key: str | None = None,
     job_id: str | None = None,
     executor_id: str | None = None,
+    suites: Sequence[str] = (),
+    estimate_usd: float | None = None,
 ) -> CertificationRun:
     """Mark the (deployment, region) certification RUNNING and open a run for it; the run
     `run_key` already opened, if any (a re-executed step: it neither opens a second run
@@ -239,6 +281,8 @@ def begin_run(
         status=CertificationStatus.RUNNING.value,
         simulated=simulated,
         started_at=now,
+        suites=list(suites) or None,
+        estimate_usd=estimate_usd,
     )
     session.add(run)
     session.flush()
@@ -291,6 +335,7 @@ def finish_run(
     if missing:  # Core inserts: a worker stores thousands of these, the ORM's flush is slow
         session.execute(insert(TestResultRow), missing)
     _copy_score(run, score)
+    run.cost_usd = total_cost(r.cost_usd for r in results)
     run.completed_at = now
     run.duration_ms = (now - run.started_at).total_seconds() * 1000 if run.started_at else None
 
@@ -367,6 +412,11 @@ def stored_result(session: Session, run_id: int, test_id: str) -> TestResult | N
         rate_limited=row.rate_limited or 0,
         started_at=row.started_at or utcnow(),
         duration_ms=row.duration_ms or 0.0,
+        suite=row.suite,
+        weight=row.weight if row.weight is not None else 1.0,
+        required=bool(row.required),
+        assertions=row.assertions,
+        cost_usd=row.cost_usd,
     )
 
 
@@ -404,6 +454,10 @@ def abort_run(session: Session, run_id: int, status: CertificationStatus, messag
     message = redact(message)
     run.status = status.value
     run.error_message = message
+    # What the tests it ran did cost (a cancelled run still paid for them).
+    run.cost_usd = session.scalar(
+        select(func.sum(TestResultRow.cost_usd)).where(TestResultRow.run_id == run_id)
+    )
     run.completed_at = now
     certification = session.get(Certification, run.certification_id)
     if certification is not None and certification.status == CertificationStatus.RUNNING.value:
@@ -461,4 +515,21 @@ def _test_values(run_id: int, position: int, result: TestResult) -> dict[str, An
         rate_limited=result.rate_limited,
         started_at=result.started_at,
         duration_ms=result.duration_ms,
+        suite=result.suite,
+        weight=result.weight,
+        required=result.required,
+        assertions=_redacted(result.assertions),
+        cost_usd=result.cost_usd,
     )
+
+
+def _redacted(value: Any) -> Any:
+    """Assertion outcomes with every string redacted: a judge's reasoning or a detail may
+    quote an answer that echoed a key."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    return value

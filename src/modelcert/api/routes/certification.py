@@ -33,7 +33,7 @@ from modelcert.api.schemas import (
     RecertifyRequest,
     RefusedOut,
 )
-from modelcert.domain import JobKind, Priority
+from modelcert.domain import CertifyOptions, JobKind, Priority
 from modelcert.errors import NotFoundError, UserError
 from modelcert.jobs.cancel import cancel_job
 from modelcert.jobs.enqueue import Enqueuer, EnqueueResult, all_active_targets, recertify_targets
@@ -78,15 +78,30 @@ def _enqueue(
     kind: JobKind,
     priority: Priority,
     delay_s: float = 0.0,
+    options: CertifyOptions | None = None,
 ) -> EnqueueResult:
-    fields = {"deployment": "modelIds", "region": "regions", "delay": "delaySeconds"}
+    fields = {
+        "deployment": "modelIds",
+        "region": "regions",
+        "delay": "delaySeconds",
+        "suite": "suites",
+        "budget_usd": "budgetUsd",
+    }
     if kind is JobKind.SINGLE:
         fields.update(deployment="modelId", region="region")
     for ref, _region in targets:
         queries.check_ref(ref, fields["deployment"])
     with _api_fields(**fields):
+        if options is not None and options.smoke and options.suites:
+            raise UserError("smoke is a suite of its own: give it or suites", field="smoke")
         return enqueuer.enqueue(
-            factory, targets, kind=kind, priority=priority, created_by=key.name, delay_s=delay_s
+            factory,
+            targets,
+            kind=kind,
+            priority=priority,
+            created_by=key.name,
+            delay_s=delay_s,
+            options=options,
         )
 
 
@@ -141,6 +156,7 @@ def certify_model(
         kind=JobKind.SINGLE,
         priority=body.priority,
         delay_s=body.delay_seconds,
+        options=body.options(),
     )
     if result.job_id is None:
         return _conflict(result, "modelId")
@@ -167,7 +183,13 @@ def certify_multiple(
     """Queue every model × region; those already queued or running are refused (409 if all)."""
     targets = [(model, region) for model in body.model_ids for region in body.regions]
     result = _enqueue(
-        enqueuer, factory, targets, key, kind=JobKind.MULTIPLE, priority=body.priority
+        enqueuer,
+        factory,
+        targets,
+        key,
+        kind=JobKind.MULTIPLE,
+        priority=body.priority,
+        options=body.options(),
     )
     return _batch_answer(result, "modelIds")
 
@@ -187,7 +209,15 @@ def certify_all(
     with factory() as session:
         queries.check_served(session, regions, body.provider)
         targets = all_active_targets(session, regions, body.provider)
-    result = _enqueue(enqueuer, factory, targets, key, kind=JobKind.ALL, priority=body.priority)
+    result = _enqueue(
+        enqueuer,
+        factory,
+        targets,
+        key,
+        kind=JobKind.ALL,
+        priority=body.priority,
+        options=body.options(),
+    )
     return _batch_answer(result, "regions")
 
 

@@ -1,0 +1,1 @@
+"""What certification costs: prices per deployment, cost per test/run/job/day, budgets."""

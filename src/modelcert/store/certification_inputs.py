@@ -1,0 +1,115 @@
+"""What a certification is planned from, read in one transaction: the deployment, the
+suites it runs (`store.suite_selection`), the price of its calls, the deployments that
+judge its `llm-judge` assertions, and what its job and the day have spent so far."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from modelcert.cost.prices import price_for
+from modelcert.domain import (
+    GLOBAL_REGION,
+    CertificationInputs,
+    JudgeTarget,
+    Price,
+    Spending,
+)
+from modelcert.errors import UserError
+from modelcert.store import repo
+from modelcert.store.models import Deployment, Job
+from modelcert.store.spending import spent_for_job, spent_since
+from modelcert.store.suite_selection import SMOKE, choose_suites
+
+
+def deployment_price(deployment: Deployment) -> Price | None:
+    """The price of a deployment's calls: its own, else the seed table's, else None."""
+    return price_for(
+        deployment.provider.kind,
+        deployment.provider_model_id,
+        input_per_mtok=deployment.cost_input_per_mtok,
+        output_per_mtok=deployment.cost_output_per_mtok,
+        per_request=deployment.cost_per_request,
+    )
+
+
+def load_certification_inputs(
+    session: Session,
+    ref: str | int,
+    region: str,
+    *,
+    job_id: str | None = None,
+    suites: Sequence[str] | None = None,
+    smoke: bool = False,
+    budget_usd: float | None = None,
+    daily_budget_usd: float | None = None,
+    now: datetime | None = None,
+) -> CertificationInputs:
+    """Everything `certify.plan` and the budget check need. A job's own choice of suites,
+    smoke mode and budget apply unless the call names its own."""
+    deployment = repo.find_deployment(session, ref)
+    repo.check_region(deployment.provider, region)
+    spec = repo.deployment_spec(deployment)
+    job = session.get(Job, job_id) if job_id is not None else None
+    if job is not None:
+        suites = suites if suites is not None else job.suites
+        smoke = smoke or job.smoke
+        budget_usd = budget_usd if budget_usd is not None else job.budget_usd
+    requested = list(suites) if suites else ([SMOKE] if smoke else None)
+    choice = choose_suites(session, spec, requested)
+    now = now or datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    spending = Spending(
+        job_budget_usd=budget_usd,
+        job_spent_usd=spent_for_job(session, job_id) if job_id is not None else 0.0,
+        daily_budget_usd=daily_budget_usd,
+        day_spent_usd=spent_since(session, midnight) if daily_budget_usd is not None else 0.0,
+    )
+    judges = {
+        judge_ref: _judge_target(session, judge_ref, region)
+        for judge_ref in sorted(judge_refs(definition for _, definition in choice.suites))
+    }
+    return CertificationInputs(
+        spec=spec,
+        builtin=choice.builtin,
+        suites=choice.suites,
+        suite_refs=tuple(choice.refs),
+        price=deployment_price(deployment),
+        judges=judges,
+        spending=spending,
+    )
+
+
+def judge_refs(definitions: Iterable[dict[str, Any]]) -> set[str]:
+    """The `judge` of every llm-judge assertion in these suites (nested ones included)."""
+    found: set[str] = set()
+
+    def walk(assertions: Iterable[dict[str, Any]]) -> None:
+        for assertion in assertions:
+            if assertion.get("type") == "llm-judge" and assertion.get("judge"):
+                found.add(str(assertion["judge"]))
+            walk(assertion.get("assert") or ())
+
+    for definition in definitions:
+        for test in definition.get("tests", ()):
+            walk(test.get("assert") or ())
+    return found
+
+
+def _judge_target(session: Session, judge_ref: str, region: str) -> JudgeTarget:
+    """The judge `provider/model-id[@region]`: in the region it names, else the certified
+    region when its provider serves it, else its provider's first."""
+    label, _, judge_region = judge_ref.partition("@")
+    try:
+        deployment = repo.find_deployment(session, label)
+        if judge_region:
+            repo.check_region(deployment.provider, judge_region)
+    except UserError as exc:
+        raise UserError(f"llm-judge {judge_ref!r}: {exc.message}", field="suite") from exc
+    regions = list(deployment.provider.regions)
+    if not judge_region:
+        judge_region = region if region in regions else (regions[0] if regions else GLOBAL_REGION)
+    return JudgeTarget(repo.deployment_spec(deployment), judge_region, deployment_price(deployment))
