@@ -20,6 +20,7 @@ from modelcert.api.routes import notifications as notification_routes
 from modelcert.api.routes import operator as operator_routes
 from modelcert.api.routes import reports as report_routes
 from modelcert.api.routes import runs as run_routes
+from modelcert.api.routes import suites as suite_routes
 from modelcert.api.routes import trends as trend_routes
 from modelcert.settings import Settings, get_settings
 from modelcert.store import db
@@ -82,6 +83,7 @@ def create_app(
     app.include_router(operator_routes.router)
     app.include_router(notification_routes.router)
     app.include_router(run_routes.router)
+    app.include_router(suite_routes.router)
     app.include_router(trend_routes.router)
     app.include_router(trend_routes.dashboard_router)
     return app

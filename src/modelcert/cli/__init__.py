@@ -3,7 +3,7 @@ can cause, and a database that cannot be reached, print one line and exit with c
 
 One module per area: `catalog` (db, catalog), `certify` (certify, matrix, report),
 `demo`, `keys` (apikey), `jobs` (enqueue, jobs, recertify-due, worker, api, up),
-`operator` (region, audit), `runs` (runs export, runs diff).
+`operator` (region, audit), `runs` (runs export, runs diff), `suite` (test suites).
 
 Exit codes: 0 success (for `certify`, `enqueue --wait` and `report --require`: every
 certification asked for is valid), 1 some certification is not (failed, errored,
@@ -25,6 +25,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 
 from modelcert.cli import catalog, certify, demo, jobs, keys, notify, operator, runs
 from modelcert.cli.common import database_unavailable_message
+from modelcert.cli.suite import suite_app
 from modelcert.errors import UserError
 
 app = typer.Typer(
@@ -63,6 +64,7 @@ app.add_typer(operator.region_app, name="region")
 app.command("audit")(operator.audit_command)
 app.add_typer(notify.notify_app, name="notify")
 app.add_typer(runs.runs_app, name="runs")
+app.add_typer(suite_app, name="suite")
 
 
 def main() -> None:

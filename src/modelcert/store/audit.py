@@ -1,7 +1,8 @@
 """The audit log: who did what to the queue or the catalog, and when.
 
 One row per operator action (pause / resume a region, change a job's priority, cancel a
-job, retry its failures, deactivate / reactivate / remove a deployment or a provider),
+job, retry its failures, deactivate / reactivate / remove a deployment or a provider,
+load or remove a test suite),
 written by `modelcert.api.operations` for the API, the CLI and the dashboard alike, in the
 transaction of the change itself where the change is ours alone. Never a secret: the
 actor is an API key's *name* or the operating-system user, never a key."""
@@ -32,6 +33,8 @@ ACTIONS = (
     "provider.deactivate",
     "provider.activate",
     "provider.remove",
+    "suite.load",
+    "suite.remove",
 )
 
 MAX_LIMIT = 1000

@@ -14,6 +14,7 @@ from modelcert.api.dashboard import (
     login,
     notifications_page,
     pages,
+    suites_page,
 )
 from modelcert.api.dashboard.web import PREFIX
 
@@ -25,6 +26,7 @@ router.include_router(pages.router)
 router.include_router(actions.router)
 router.include_router(audit_page.router)
 router.include_router(notifications_page.router)
+router.include_router(suites_page.router)
 router.include_router(export_page.router)
 
 __all__ = ["router"]
