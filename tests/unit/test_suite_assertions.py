@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from modelcert.certify.suite_assertions import ASSERTION_TYPES, evaluate
+from modelcert.certify.suite_judge import GRADE_SCHEMA, JUDGE_SYSTEM, read_grade
 from modelcert.certify.verdicts import ChatResponse
 from modelcert.providers.base import ChatRequest, Message, ProviderError
-from modelcert.suites.assertions import ASSERTION_TYPES, evaluate
-from modelcert.suites.judge import GRADE_SCHEMA, JUDGE_SYSTEM, read_grade
 
 
 def answer(text: str = "", **kwargs: Any) -> ChatResponse:

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from modelcert.certify.battery import DEFAULT_TIMEOUT_S, plan_battery
+from modelcert.certify.suite_tests import ANY_JSON_OBJECT, suite_request, suite_test
 from modelcert.certify.verdicts import ChatResponse
 from modelcert.domain import Capabilities, ErrorCategory
 from modelcert.providers.base import ChatRequest, Message, ProviderError, ToolSpec
 from modelcert.suites import parse_suite
-from modelcert.suites.custom import ANY_JSON_OBJECT, suite_request, suite_test
 
 
 def answer(text: str = "", **kwargs: Any) -> ChatResponse:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
+from modelcert.certify.suite_assertions import ASSERTION_TYPES
 from modelcert.errors import UserError
 from modelcert.suites import (
     SuiteFileError,
@@ -19,7 +20,6 @@ from modelcert.suites import (
     suite_schema,
     suite_version,
 )
-from modelcert.suites.assertions import ASSERTION_TYPES
 
 EXAMPLE = """\
 # yaml-language-server: $schema=suite.schema.json
@@ -707,3 +707,18 @@ def test_the_schema_is_published_and_valid() -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     branches = schema["$defs"]["assertion"]["oneOf"]
     assert tuple(b["properties"]["type"]["const"] for b in branches) == ASSERTION_TYPES
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [("off", "off"), ('"off"', "off"), ("no", "off"), ("false", "off"), ("keep", "keep"),
+     ("yes", "keep"), ("true", "keep")],
+)  # fmt: skip
+def test_builtin_off_means_off_though_yaml_reads_a_bare_off_as_false(
+    written: str, meant: str
+) -> None:
+    text = (
+        f"name: s\nbuiltin: {written}\n"
+        "tests:\n  - id: t\n    prompt: Hi\n    assert: [{type: is-json}]\n"
+    )
+    assert parse_suite(text).definition["builtin"] == meant

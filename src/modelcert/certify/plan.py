@@ -21,6 +21,7 @@ from typing import Any
 
 from modelcert.certify.battery import BATTERY, BATTERY_BY_ID, PlannedTest, plan_battery
 from modelcert.certify.runner import RetryPolicy
+from modelcert.certify.suite_tests import suite_test
 from modelcert.certify.throttle import THROTTLE_SCOPES, QuotaKey
 from modelcert.cost.budget import estimate_cost
 from modelcert.domain import (
@@ -76,8 +77,6 @@ class CertificationPlan:
     def planned(self, position: int) -> PlannedTest:
         test_id, skip = self.tests[position]
         if test_id in self.custom:
-            from modelcert.suites.custom import suite_test  # suites build on the battery
-
             suite_ref, definition = self.custom[test_id]
             return PlannedTest(suite_test(suite_ref, definition), skip)
         return PlannedTest(BATTERY_BY_ID[test_id], skip)
@@ -128,7 +127,7 @@ def quota_key(spec: DeploymentSpec, region: str) -> QuotaKey:
     return QuotaKey(spec.provider_slug, region, spec.model_id if scope == "model" else "*")
 
 
-def suite_tests(
+def planned_suite_tests(
     suites: tuple[tuple[str, dict[str, Any]], ...], caps: Capabilities
 ) -> tuple[list[tuple[str, str | None]], dict[str, tuple[str, dict[str, Any]]]]:
     """The loaded suites' tests in order, each with the reason it is skipped (a capability
@@ -197,7 +196,7 @@ def plan_certification(
     tests = [
         (p.test.id, p.skip_reason) for p in plan_battery(spec.vendor, spec.capabilities, battery)
     ]
-    custom_tests, custom = suite_tests(suites, spec.capabilities)
+    custom_tests, custom = planned_suite_tests(suites, spec.capabilities)
     return CertificationPlan(
         deployment_id=spec.deployment_id,
         deployment_label=spec.label,

@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from modelcert import __version__
 from modelcert.domain import DeploymentSpec
-from modelcert.errors import NotFoundError, UserError
+from modelcert.errors import UserError
 from modelcert.store.models import Suite
+from modelcert.store.suites import active_suites, get_suite
 
 BUILTIN = "builtin"
 SMOKE = "smoke"
@@ -93,7 +93,7 @@ def choose_suites(
             row = _named_version(session, name)
             chosen.append((f"{row.name}@{row.version}", row.definition))
         return SuiteChoice(builtin, tuple(chosen))
-    attached = [row for row in _active(session) if _attaches(row.definition, spec)]
+    attached = [row for row in active_suites(session) if _attaches(row.definition, spec)]
     keep_builtin = all(row.definition.get("builtin", "keep") != "off" for row in attached)
     return SuiteChoice(
         BUILTIN if keep_builtin else None,
@@ -101,29 +101,12 @@ def choose_suites(
     )
 
 
-def _active(session: Session) -> list[Suite]:
-    return list(
-        session.scalars(
-            select(Suite)
-            .where(Suite.current.is_(True), Suite.active.is_(True))
-            .order_by(Suite.name)
-        )
-    )
-
-
 def _named_version(session: Session, name: str) -> Suite:
-    bare, _, version = name.partition("@")
-    query = select(Suite).where(Suite.name == bare)
-    if version:
-        rows = [row for row in session.scalars(query) if row.version.startswith(version)]
-        if len(rows) > 1:
-            raise UserError(f"suite: version {version!r} of {bare} is ambiguous", field="suite")
-    else:
-        rows = list(session.scalars(query.where(Suite.current.is_(True), Suite.active.is_(True))))
-    if not rows:
-        loaded = "" if version else " (load it with: modelcert suite load FILE)"
-        raise NotFoundError(f"suite: no suite {name!r} is loaded{loaded}", field="suite")
-    return rows[0]
+    """A loaded suite by `name` or `name@version`; errors name the `suite` option."""
+    try:
+        return get_suite(session, name)
+    except UserError as exc:
+        raise type(exc)(f"suite: {exc.message}", field="suite") from None
 
 
 def _attaches(definition: dict[str, Any], spec: DeploymentSpec) -> bool:

@@ -1,10 +1,8 @@
 """Test suites: YAML files of a team's own tests, run beside (or instead of) the built-in
-battery. `loader` reads and validates a file into a normalised, versioned definition;
-`assertions` decides an answer against it; `custom` turns each of its tests into a
-`BatteryTest` the runner runs like any other.
-
-`custom` is not imported here: the certification plan imports it lazily (it builds on
-the battery), and a reader of suite files should not need the engine.
+battery. `loader` reads and validates a file into a normalised, versioned definition (a
+leaf: store, CLI and API read suite files without the engine). What runs a suite's tests
+is the engine's: `certify.suite_tests` turns each into a `BatteryTest` the runner runs
+like any other, `certify.suite_assertions` (and `suite_judge`) decide its answers.
 """
 
 from modelcert.suites.loader import (

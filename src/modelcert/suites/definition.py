@@ -206,9 +206,16 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
             "providers": sorted(attach.get("providers", [])),
             "deployments": sorted(attach.get("deployments", [])),
         },
-        "builtin": document.get("builtin", "keep"),
+        "builtin": _builtin(document.get("builtin", "keep")),
         "tests": [_test({**defaults, **test}) for test in document["tests"]],
     }
+
+
+def _builtin(value: Any) -> str:
+    """`keep` or `off`; a bare `off` (or `no`) is YAML 1.1's false, `on`/`yes` its true."""
+    if isinstance(value, bool):
+        return "keep" if value else "off"
+    return str(value)
 
 
 def _test(test: dict[str, Any]) -> dict[str, Any]:

@@ -92,8 +92,6 @@ def _enqueue(
     for ref, _region in targets:
         queries.check_ref(ref, fields["deployment"])
     with _api_fields(**fields):
-        if options is not None and options.smoke and options.suites:
-            raise UserError("smoke is a suite of its own: give it or suites", field="smoke")
         return enqueuer.enqueue(
             factory,
             targets,

@@ -19,10 +19,10 @@ import jsonschema
 from jsonschema import Draft202012Validator
 from referencing.exceptions import Unresolvable
 
+from modelcert.certify.suite_judge import JudgeFn, grade
 from modelcert.certify.verdicts import _FENCE, ChatResponse
 from modelcert.providers.base import ChatRequest
 from modelcert.suites.definition import regex_flags
-from modelcert.suites.judge import JudgeFn, grade
 
 __all__ = ["ASSERTION_TYPES", "JudgeFn", "evaluate"]
 

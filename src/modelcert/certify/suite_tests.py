@@ -13,10 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from modelcert.certify.battery import DEFAULT_TIMEOUT_S, BatteryTest, CallContext
+from modelcert.certify.suite_assertions import evaluate
 from modelcert.certify.verdicts import Verdict
 from modelcert.domain import Capabilities, ErrorCategory
 from modelcert.providers.base import ChatRequest, Message, ToolSpec
-from modelcert.suites.assertions import evaluate
 
 ANY_JSON_OBJECT: dict[str, Any] = {"type": "object"}
 
