@@ -256,12 +256,26 @@ class RunOut(VerdictOut):
     region: str
     job_id: str | None
     executor_id: str | None
+    suites: list[str] = Field(
+        default_factory=list,
+        description="The suite versions the run ran (`name@version`, the built-in battery's "
+        "included); empty for runs from before suites.",
+    )
+    cost_usd: float | None = Field(
+        None, description="What the run's calls cost in US dollars; null: no price known."
+    )
 
     @classmethod
     def of(cls, run: CertificationRun, deployment: Deployment) -> RunOut:
         """A run's summary (without its tests)."""
         return cls.model_validate(
-            {**_verdict(run, deployment), "run_id": run.id, "executor_id": run.executor_id}
+            {
+                **_verdict(run, deployment),
+                "run_id": run.id,
+                "executor_id": run.executor_id,
+                "suites": list(run.suites or ()),
+                "cost_usd": run.cost_usd,
+            }
         )
 
 
@@ -288,11 +302,29 @@ class TestOut(ApiModel):
     rate_limited: int = Field(description="Answers that were RATE_LIMIT (429 or throttling).")
     started_at: datetime | None
     duration_ms: float | None
+    suite: str | None = Field(
+        None, description="The suite version (`name@version`) of a suite's test; null: built-in."
+    )
+    weight: float = Field(1.0, description="How much the test counts toward the score.")
+    required: bool = Field(False, description="A required test failing fails the run.")
+    assertions: list[dict[str, Any]] | None = Field(
+        None,
+        description="A suite test's assertions, in order: `type`, `passed`, `detail`, an "
+        "optional `description`, `children` (any-of / all-of); an llm-judge's `judge`, "
+        "`score`, `reasoning` and tokens. Null: built-in, or no answer to judge.",
+    )
+    cost_usd: float | None = Field(
+        None, description="What the test's calls cost (its judges' included); null: unknown."
+    )
 
     @classmethod
     def of(cls, row: TestResultRow) -> TestOut:
         """One stored test result."""
-        return cls.model_validate({name: getattr(row, name) for name in cls.model_fields})
+        values = {name: getattr(row, name) for name in cls.model_fields}
+        if values["weight"] is None:  # rows from before migration 0011 default to 1
+            values["weight"] = 1.0
+        values["required"] = bool(values["required"])
+        return cls.model_validate(values)
 
 
 class RunDetailOut(RunOut):

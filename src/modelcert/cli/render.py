@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from modelcert.domain import Score, TestResult
@@ -47,13 +48,46 @@ def verdict_figures(score: Score) -> str:
     return f"{score.rating} {score.badge.value}"
 
 
+def usd(value: float | None) -> str:
+    """`$0.000412`, or `—` when no price was known."""
+    return "—" if value is None else f"${value:.6f}"
+
+
+def _weighing(r: TestResult) -> str:
+    """` ×2 required` for a suite's test that does not count as one plain test."""
+    parts = []
+    if r.weight != 1.0:
+        parts.append(f"×{r.weight:g}")
+    if r.required:
+        parts.append("required")
+    return (" " + " ".join(parts)) if parts else ""
+
+
+def failed_assertions(
+    outcomes: Sequence[dict[str, Any]] | None, prefix: str = "", spared: bool = False
+) -> list[str]:
+    """`2.1 contains: '30 days' not found…` for each assertion that failed (depth first;
+    an alternative that failed under an any-of that passed is not listed)."""
+    lines: list[str] = []
+    for index, outcome in enumerate(outcomes or (), start=1):
+        path = f"{prefix}{index}"
+        if not outcome.get("passed") and not spared:
+            label = outcome.get("description") or outcome.get("type", "?")
+            lines.append(f"{path} {label}: {outcome.get('detail') or 'failed'}")
+        children = outcome.get("children")
+        if isinstance(children, list):
+            passed_any = outcome.get("type") == "any-of" and bool(outcome.get("passed"))
+            lines.extend(failed_assertions(children, f"{path}.", spared or passed_any))
+    return lines
+
+
 def tests_table(results: Sequence[TestResult]) -> Table:
     table = Table(title="Tests", show_lines=False)
     for column in ("test", "verdict", "latency ms", "TTFT ms", "retries", "category", "detail"):
         table.add_column(column, overflow="fold")
     for r in results:
         table.add_row(
-            r.test_id,
+            r.test_id + _weighing(r),
             styled(r.outcome.value),
             _ms(r.latency_ms),
             _ms(r.ttft_ms),
@@ -64,10 +98,50 @@ def tests_table(results: Sequence[TestResult]) -> Table:
     return table
 
 
+def cost_line(outcome: CertificationOutcome) -> str:
+    """`cost: $0.000412 (13 calls, 520 input + 1,040 output tokens, prices seed:…)`, or
+    `cost: unknown (no price for lab/model…)`."""
+    results = outcome.results
+    calls = sum(r.attempts for r in results)
+    tokens_in = sum(r.input_tokens or 0 for r in results)
+    tokens_out = sum(r.output_tokens or 0 for r in results)
+    cost = outcome.cost_usd
+    if cost is None:
+        return (
+            f"cost: unknown (no price for {outcome.plan.deployment_label}: set one with "
+            f"`modelcert price set`; {calls} calls, {tokens_in:,} input + {tokens_out:,} "
+            "output tokens)"
+        )
+    price = outcome.plan.price
+    source = f", {price.source} prices" if price is not None else ""
+    return (
+        f"cost: {usd(cost)} ({calls} calls, {tokens_in:,} input + {tokens_out:,} output "
+        f"tokens{source})"
+    )
+
+
 def print_outcome(console: Console, outcome: CertificationOutcome) -> None:
     score = outcome.score
     plan = outcome.plan
+    if outcome.refusal is not None:
+        # A budget kept the certification from starting: nothing ran, nothing was spent.
+        console.print(
+            f"[bold yellow]{escape(plan.deployment_label)} in {outcome.region}: NOT STARTED[/] "
+            f"(run #{outcome.run_id}): {escape(outcome.refusal)}",
+            highlight=False,
+        )
+        if plan.suites:
+            console.print(f"suites: {', '.join(plan.suites)}", highlight=False)
+        return
     console.print(tests_table(outcome.results))
+    failures = [
+        (r, failed_assertions(r.assertions))
+        for r in outcome.results
+        if r.suite is not None and r.assertions
+    ]
+    for r, lines in failures:
+        for line in lines:
+            console.print(f"  {r.test_id}: assertion {line}", markup=False, highlight=False)
     console.print(
         f"{plan.deployment_label} in {outcome.region}: {styled(score.status.value)}  "
         f"rating {verdict_figures(score)}  score {score.score if score.score is not None else '-'}"
@@ -79,6 +153,9 @@ def print_outcome(console: Console, outcome: CertificationOutcome) -> None:
         console.print(f"decisive error: {score.error_category.value}: {score.error_message}")
     elif score.error_message:
         console.print(score.error_message)
+    if plan.suites:
+        console.print(f"suites: {', '.join(plan.suites)}", highlight=False)
+    console.print(cost_line(outcome), markup=False, highlight=False)
     if outcome.simulated:
         console.print(SIMULATION_NOTE)
 
@@ -104,6 +181,9 @@ def outcome_json(outcome: CertificationOutcome) -> dict[str, Any]:
         "error_category": score.error_category.value if score.error_category else None,
         "error_message": score.error_message,
         "duration_s": round(outcome.duration_s, 3),
+        "suites": list(outcome.plan.suites),
+        "cost_usd": outcome.cost_usd,
+        "refusal": outcome.refusal,
         "tests": [
             {
                 "test_id": r.test_id,
@@ -118,6 +198,11 @@ def outcome_json(outcome: CertificationOutcome) -> dict[str, Any]:
                 "detail": r.detail,
                 "input_tokens": r.input_tokens,
                 "output_tokens": r.output_tokens,
+                "suite": r.suite,
+                "weight": r.weight,
+                "required": r.required,
+                "assertions": r.assertions,
+                "cost_usd": r.cost_usd,
             }
             for r in outcome.results
         ],

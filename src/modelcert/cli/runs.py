@@ -1,19 +1,29 @@
 """`modelcert runs export` and `modelcert runs diff`: run history (or its test results)
-as CSV or JSON over a date range, and two runs of one deployment compared test by test."""
+as CSV, JSON or JUnit XML over a date range, and two runs of one deployment compared test
+by test."""
 
 from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
-from modelcert.cli.choices import ExportFormat
 from modelcert.cli.common import console, deployment_ref, open_engine, region_name
 from modelcert.errors import UserError
 
 runs_app = typer.Typer(help="Run history: export it, compare two runs.", no_args_is_help=True)
+
+
+class ExportFormat(StrEnum):
+    """`reports.runs.FORMATS`: JUnit is a testsuite per run, a testcase per built-in test
+    and per assertion of a suite's test."""
+
+    CSV = "csv"
+    JSON = "json"
+    JUNIT = "junit"
 
 
 @runs_app.command("export")
@@ -43,7 +53,8 @@ def runs_export(
     ] = None,
 ) -> None:
     """Every run (or, with --tests, every test of every run) started in a date range, as
-    CSV or JSON, oldest first."""
+    CSV or JSON, oldest first; --format junit: those runs as JUnit XML (a testcase per
+    built-in test and per assertion of each suite test)."""
     from pathlib import Path
 
     from modelcert.cli.operator import audit_window
@@ -58,7 +69,13 @@ def runs_export(
     with db.transaction(factory) as session:
         deployment_id = repo.find_deployment(session, ref).id if ref is not None else None
         filters = history.ExportFilter(start, end, deployment_id, where)
-        found = history.export_rows(session, "tests" if tests else "runs", filters, limit=limit)
+        found = history.export_rows(
+            session,
+            "tests" if tests else "runs",
+            filters,
+            limit=limit,
+            with_tests=fmt is ExportFormat.JUNIT,
+        )
     document = history.render(found, filters, fmt.value)
     if output is None:
         sys.stdout.write(document)

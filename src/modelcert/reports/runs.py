@@ -1,9 +1,14 @@
 """Run history for people and spreadsheets: every run (or every test of every run) in a
-date range as CSV or JSON, and two runs compared test by test.
+date range as CSV, JSON or JUnit XML, and two runs compared test by test.
 
-`export_rows` and `diff_runs` read the database; `to_csv` / `to_json` and the comparison
-of two runs' tests (`compare_tests`) are pure. Used by the API (`/api/runs/export`,
-`/api/runs/diff`) and the CLI (`modelcert runs export`, `modelcert runs diff`)."""
+`export_rows` and `diff_runs` read the database; `to_csv` / `to_json`, the JUnit
+rendering (`reports.run_junit`) and the comparison of two runs' tests (`compare_tests`)
+are pure. Used by the API (`/api/runs/export`, `/api/runs/diff`) and the CLI
+(`modelcert runs export`, `modelcert runs diff`).
+
+A suite's own test (`suite/test` ids) is a test like any other here: its row names its
+suite version, weight, `required` flag and cost; its assertions' outcomes are a list in
+JSON and a compact JSON string in the CSV's `assertions` column."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,11 +24,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from modelcert.errors import NotFoundError, UserError
-from modelcert.store.models import CertificationRun, Deployment, Provider, TestResultRow
+from modelcert.store.models import CertificationRun, Deployment, Provider, Suite, TestResultRow
 
 SCHEMA = "modelcert.runs/1"
 KINDS = ("runs", "tests")
-FORMATS = ("csv", "json")
+FORMATS = ("csv", "json", "junit")
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 100_000
 
@@ -53,6 +58,8 @@ RUN_FIELDS = (
     "started_at",
     "completed_at",
     "duration_ms",
+    "suites",
+    "cost_usd",
 )
 TEST_FIELDS = (
     "run_id",
@@ -77,9 +84,24 @@ TEST_FIELDS = (
     "rate_limited",
     "started_at",
     "duration_ms",
+    "suite",
+    "weight",
+    "required",
+    "cost_usd",
+    "assertions",
 )
-# What a comparison shows of each test, and the numbers it gives a difference of.
-COMPARED = ("outcome", "latency_ms", "ttft_ms", "retries", "error_category", "error_message")
+# What a comparison shows of each test, and the numbers it gives a difference of. A
+# suite's test is compared like a built-in one (by test id); `suite` differs when the two
+# runs ran different versions of its suite.
+COMPARED = (
+    "outcome",
+    "latency_ms",
+    "ttft_ms",
+    "retries",
+    "error_category",
+    "error_message",
+    "suite",
+)
 NUMERIC = ("latency_ms", "ttft_ms", "retries")
 # A latency or TTFT "differs" when it moved by at least this much and this share of A's:
 # a few milliseconds either way is every network's jitter, and flagging it would mark
@@ -152,6 +174,8 @@ def run_row(run: CertificationRun, deployment: str) -> dict[str, Any]:
         "started_at": _iso(run.started_at),
         "completed_at": _iso(run.completed_at),
         "duration_ms": run.duration_ms,
+        "suites": list(run.suites or ()),
+        "cost_usd": run.cost_usd,
     }
 
 
@@ -179,6 +203,11 @@ def result_row(test: TestResultRow, run: CertificationRun, deployment: str) -> d
         "rate_limited": test.rate_limited,
         "started_at": _iso(test.started_at),
         "duration_ms": test.duration_ms,
+        "suite": test.suite,
+        "weight": test.weight if test.weight is not None else 1.0,
+        "required": bool(test.required),
+        "cost_usd": test.cost_usd,
+        "assertions": test.assertions,
     }
 
 
@@ -187,6 +216,11 @@ class Export:
     kind: str
     rows: list[dict[str, Any]]
     truncated: bool  # more rows matched than `limit`
+    # For JUnit (`export_rows(..., with_tests=True)`): the runs and their tests' rows.
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    tests: list[dict[str, Any]] = field(default_factory=list)
+    with_tests: bool = False
+    definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name@version
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -194,10 +228,17 @@ class Export:
 
 
 def export_rows(
-    session: Session, kind: str, filters: ExportFilter, *, limit: int = DEFAULT_LIMIT
+    session: Session,
+    kind: str,
+    filters: ExportFilter,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    with_tests: bool = False,
 ) -> Export:
     """The runs (kind `runs`) or their tests (kind `tests`) that match, oldest first, at
-    most `limit` rows (`truncated` says whether more matched)."""
+    most `limit` rows (`truncated` says whether more matched). `with_tests` (what JUnit
+    renders from): also the runs and every test row of them, in `runs` and `tests` (kind
+    `runs`: every test of the runs exported; kind `tests`: the runs of the tests)."""
     if kind not in KINDS:
         raise UserError(f"kind {kind!r} is not one of {', '.join(KINDS)}", field="kind")
     limit = max(1, min(limit, MAX_LIMIT))
@@ -205,7 +246,16 @@ def export_rows(
         query = _runs_query(filters).order_by(CertificationRun.started_at, CertificationRun.id)
         found = list(session.execute(query.limit(limit + 1)))
         rows = [run_row(run, _label(slug, model)) for run, slug, model in found[:limit]]
-        return Export(kind, rows, len(found) > limit)
+        export = Export(kind, rows, len(found) > limit, with_tests=with_tests)
+        if with_tests:
+            export.runs = rows
+            export.tests = [
+                result_row(test, run, _label(slug, model))
+                for run, slug, model in found[:limit]
+                for test in run.tests
+            ]
+            export.definitions = suite_definitions(session, (t["suite"] for t in export.tests))
+        return export
     query = (
         _runs_query(filters)
         .add_columns(TestResultRow)
@@ -214,7 +264,32 @@ def export_rows(
     )
     found = list(session.execute(query.limit(limit + 1)))
     rows = [result_row(test, run, _label(slug, model)) for run, slug, model, test in found[:limit]]
-    return Export(kind, rows, len(found) > limit)
+    export = Export(kind, rows, len(found) > limit, with_tests=with_tests)
+    if with_tests:
+        runs: dict[int, dict[str, Any]] = {}
+        for run, slug, model, _test in found[:limit]:
+            if run.id not in runs:
+                runs[run.id] = run_row(run, _label(slug, model))
+        export.runs, export.tests = list(runs.values()), rows
+        export.definitions = suite_definitions(session, (t["suite"] for t in rows))
+    return export
+
+
+def suite_definitions(session: Session, refs: Iterable[str | None]) -> dict[str, dict[str, Any]]:
+    """The stored definitions of the suite versions `refs` names (`name@version`), by
+    ref; a version no longer stored is left out."""
+    wanted = {ref for ref in refs if ref and "@" in ref}
+    if not wanted:
+        return {}
+    names = sorted({ref.split("@", 1)[0] for ref in wanted})
+    found = session.execute(
+        select(Suite.name, Suite.version, Suite.definition).where(Suite.name.in_(names))
+    )
+    return {
+        f"{name}@{version}": definition
+        for name, version, definition in found
+        if f"{name}@{version}" in wanted
+    }
 
 
 # Spreadsheets run a cell that starts with one of these as a formula: a provider's error
@@ -223,6 +298,10 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cell(value: Any) -> Any:
+    if isinstance(value, list | dict):
+        # Suites run, assertions' outcomes: compact JSON in one cell. It starts with `[`
+        # or `{`, never a formula, and a provider's text inside it is quoted.
+        value = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return f"'{value}"
     if isinstance(value, bool):
@@ -254,8 +333,15 @@ def to_json(export: Export, filters: ExportFilter) -> str:
 
 
 def render(export: Export, filters: ExportFilter, fmt: str) -> str:
+    """The export as CSV, JSON or JUnit XML (which needs `export_rows(with_tests=True)`)."""
     if fmt not in FORMATS:
         raise UserError(f"format {fmt!r} is not one of {', '.join(FORMATS)}", field="format")
+    if fmt == "junit":
+        from modelcert.reports.run_junit import render_runs_junit
+
+        if not export.with_tests:
+            raise ValueError("a JUnit export needs export_rows(..., with_tests=True)")
+        return render_runs_junit(export.runs, export.tests, export.definitions)
     return to_csv(export.rows, export.fields) if fmt == "csv" else to_json(export, filters)
 
 
@@ -316,6 +402,15 @@ def _run_and_tests(session: Session, run_id: int, field: str) -> tuple[dict[str,
     return run_row(run, label), tests
 
 
+def run_junit(session: Session, run_id: int) -> str:
+    """One run and its tests as JUnit XML (`reports.run_junit`)."""
+    from modelcert.reports.run_junit import render_runs_junit
+
+    run, tests = _run_and_tests(session, run_id, "runId")
+    definitions = suite_definitions(session, (t["suite"] for t in tests))
+    return render_runs_junit([run], tests, definitions)
+
+
 def diff_runs(session: Session, a: int, b: int) -> dict[str, Any]:
     """Two runs of one deployment (in one region, or in two) compared test by test."""
     run_a, tests_a = _run_and_tests(session, a, "a")
@@ -338,6 +433,7 @@ def diff_runs(session: Session, a: int, b: int) -> dict[str, Any]:
         "avg_latency_ms",
         "total_retries",
         "error_category",
+        "suites",
     )
     return {
         "schema": "modelcert.diff/1",
