@@ -491,7 +491,15 @@ def test_openapi_documents_the_camel_case_contract(client: TestClient) -> None:
     for path in ("certify-model", "certify-multiple", "certify-all", "recertify", "history"):
         assert f"{API}/{path}" in paths
     body = schema["components"]["schemas"]["CertifyModelRequest"]["properties"]
-    assert set(body) == {"modelId", "region", "priority", "delaySeconds"}
+    assert set(body) == {
+        "modelId",
+        "region",
+        "priority",
+        "delaySeconds",
+        "suites",
+        "smoke",
+        "budgetUsd",
+    }
     assert "409" in paths[f"{API}/certify-model"]["post"]["responses"]
     events = paths[f"{API}/jobs/{{jobId}}/events"]["get"]["responses"]["200"]["content"]
     assert "text/event-stream" in events

@@ -380,3 +380,33 @@ def test_a_worker_killed_mid_suite_resumes_without_rerunning_its_stored_tests(
         run = session.get(CertificationRun, run_id)
         assert run is not None and run.status == "CERTIFIED"
         assert run.cost_usd == pytest.approx(sum(row.cost_usd or 0 for row in after.values()))
+
+
+def test_smoke_beside_a_suite_replaces_the_battery_not_the_suite(
+    lab: sessionmaker[Session], settings: Settings
+) -> None:
+    load(lab, FAILING.format(required="false"))
+    outcome = certify(lab, settings, smoke=True, suites=("builtin", "strict"))
+    assert [r.test_id for r in outcome.results] == [
+        "basic-prompt",
+        "streaming",
+        "token-usage",
+        "strict/wants-banana",
+    ]
+
+
+def test_an_unknown_suite_is_refused_before_anything_is_queued(
+    lab: sessionmaker[Session], enqueuer: Enqueuer
+) -> None:
+    from modelcert.domain import CertifyOptions
+    from modelcert.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="no-such-suite"):
+        enqueuer.enqueue(
+            lab,
+            [("lab/steady", REGION)],
+            kind=JobKind.SINGLE,
+            options=CertifyOptions(suites=("no-such-suite",)),
+        )
+    with lab() as session:
+        assert not session.scalars(select(CertificationRun)).all()

@@ -56,7 +56,11 @@ class CertifyWith(ApiRequest):
         description="Run exactly these suites. Default: the built-in battery and the "
         "suites attached to each deployment.",
     )
-    smoke: bool = Field(False, description="Certify with the battery's cheapest subset.")
+    smoke: bool = Field(
+        False,
+        description="Run the battery's cheapest meaningful subset instead of the whole "
+        "battery (beside the suites named, if any).",
+    )
     budget_usd: float | None = Field(
         None,
         ge=0,

@@ -31,5 +31,9 @@ class JobStatus(StrEnum):
 
 
 class ExportFormat(StrEnum):
+    """`reports.runs.FORMATS`: JUnit is a testsuite per run, a testcase per built-in test
+    and per assertion of a suite's test."""
+
     CSV = "csv"
     JSON = "json"
+    JUNIT = "junit"

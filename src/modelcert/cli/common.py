@@ -247,7 +247,9 @@ SuiteOption = Annotated[
 SmokeOption = Annotated[
     bool,
     typer.Option(
-        "--smoke", help="Certify with the battery's cheapest meaningful subset (3 calls)."
+        "--smoke",
+        help="Run the battery's cheapest meaningful subset (3 calls) instead of the whole "
+        "battery, beside any --suite.",
     ),
 ]
 BudgetOption = Annotated[
@@ -276,8 +278,6 @@ def certify_options(
             field="budget_usd",
         )
     names = parse_suite_names(suites)
-    if smoke and names:
-        raise UserError("--smoke is a suite of its own: give it or --suite, not both")
     return CertifyOptions(
         suites=tuple(names) if names is not None else None, smoke=smoke, budget_usd=budget_usd
     )

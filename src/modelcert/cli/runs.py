@@ -6,24 +6,15 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
+from modelcert.cli.choices import ExportFormat
 from modelcert.cli.common import console, deployment_ref, open_engine, region_name
 from modelcert.errors import UserError
 
 runs_app = typer.Typer(help="Run history: export it, compare two runs.", no_args_is_help=True)
-
-
-class ExportFormat(StrEnum):
-    """`reports.runs.FORMATS`: JUnit is a testsuite per run, a testcase per built-in test
-    and per assertion of a suite's test."""
-
-    CSV = "csv"
-    JSON = "json"
-    JUNIT = "junit"
 
 
 @runs_app.command("export")

@@ -22,7 +22,7 @@ from modelcert.errors import UserError
 from modelcert.store import repo
 from modelcert.store.models import Deployment, Job
 from modelcert.store.spending import spent_for_job, spent_since
-from modelcert.store.suite_selection import SMOKE, choose_suites
+from modelcert.store.suite_selection import BUILTIN, SMOKE, choose_suites
 
 
 def deployment_price(deployment: Deployment) -> Price | None:
@@ -58,7 +58,9 @@ def load_certification_inputs(
         suites = suites if suites is not None else job.suites
         smoke = smoke or job.smoke
         budget_usd = budget_usd if budget_usd is not None else job.budget_usd
-    requested = list(suites) if suites else ([SMOKE] if smoke else None)
+    requested = list(suites) if suites else None
+    if smoke:  # the smoke subset instead of the whole battery, beside any suites named
+        requested = [name for name in requested or () if name != BUILTIN] + [SMOKE]
     choice = choose_suites(session, spec, requested)
     now = now or datetime.now(UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelcert.cost.budget import total_cost
 from modelcert.domain import (
     CERTIFICATION_VALIDITY,
+    CertificationInputs,
     CertificationStatus,
     DeploymentSpec,
     ErrorCategory,
@@ -38,7 +39,7 @@ from modelcert.domain import (
 from modelcert.errors import NotFoundError
 from modelcert.secrets import redact, redact_optional
 from modelcert.store import repo
-from modelcert.store.certification_inputs import CertificationInputs, load_certification_inputs
+from modelcert.store.certification_inputs import load_certification_inputs
 from modelcert.store.db import transaction
 from modelcert.store.models import (
     Certification,
