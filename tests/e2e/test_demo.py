@@ -4,6 +4,7 @@ simulated demo catalog queued through the HTTP API, a progress bar, the matrix."
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ def test_demo_runs_through_the_api_and_workers(tmp_path: Path) -> None:
     assert "30 simulated certifications queued through POST /certify-all" in out
     assert "30/30" in out
     assert "Certification matrix" in out and "SIMULATION" in out
+    assert re.search(r"cost: \$0\.\d+ over 30 runs at the demo's DEMO prices", out), out[-2000:]
     for expected in ("PERMISSION_ERROR", "AUTHENTICATION_ERROR", "TIMEOUT", "PREMIUM"):
         assert expected in out
     assert (tmp_path / ".modelcert" / "logs" / "worker-1.log").exists()

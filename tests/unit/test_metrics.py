@@ -116,6 +116,7 @@ def _exposed(region: str) -> str:
     metrics.record_certification_started(region, "sim")
     metrics.record_certification_finished(region, "sim", "ERROR", 1.0)
     metrics.record_test_result(region, "sim", "t", "FAILED", "RATE_LIMIT", 1, 2.0, 0.1)
+    metrics.record_cost(region, "sim", 0.01)
     metrics.record_worker_event("active")
     metrics.set_queue_counts({(region, "waiting"): 1})
     metrics.set_heartbeat_age(1.0)
@@ -151,6 +152,7 @@ def test_label_sets_are_low_cardinality(region: str) -> None:
         "modelcert_test_retries": {"region", "provider", "category"},
         "modelcert_throttling_wait_seconds": {"region", "provider"},
         "modelcert_test_latency_seconds": {"region", "provider", "le"},
+        "modelcert_certification_cost_usd": {"region", "provider"},
         "modelcert_worker_events": {"event"},
         "modelcert_worker_heartbeat_age_seconds": set(),
         "modelcert_worker_up": set(),

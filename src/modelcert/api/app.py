@@ -15,6 +15,7 @@ from modelcert.api import edges
 from modelcert.api.dashboard import router as dashboard_router
 from modelcert.api.errors import install_error_handlers
 from modelcert.api.routes import certification, system
+from modelcert.api.routes import cost as cost_routes
 from modelcert.api.routes import metrics as metrics_routes
 from modelcert.api.routes import notifications as notification_routes
 from modelcert.api.routes import operator as operator_routes
@@ -83,6 +84,7 @@ def create_app(
     app.include_router(operator_routes.router)
     app.include_router(notification_routes.router)
     app.include_router(run_routes.router)
+    app.include_router(cost_routes.router)
     app.include_router(suite_routes.router)
     app.include_router(trend_routes.router)
     app.include_router(trend_routes.dashboard_router)

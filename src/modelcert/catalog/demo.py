@@ -1,5 +1,6 @@
 """The demo catalog: SIMULATED deployments, one per sim behaviour profile, in three
-regions, so a first run shows every verdict and error category the tool can give.
+regions, so a first run shows every verdict and error category the tool can give, each
+with a DEMO price so that it shows what certification costs too.
 
 It stays offline: real providers are registered beside it, never in it, e.g.
 
@@ -109,6 +110,24 @@ DEMO_DEPLOYMENTS: tuple[DemoDeployment, ...] = (
 )
 
 
+# DEMO prices (USD per 1M input, output tokens), so that the demo shows what a
+# certification costs. The deployments are SIMULATED: these are not their prices (they
+# have none), only figures modelled on a real tier of each vendor (as of the seed table's
+# date, `cost.prices`), from a cheap one (Nova Lite) to a dear one (Claude 3.5 Sonnet).
+DEMO_PRICES: dict[str, tuple[float, float]] = {
+    "aurora-fast": (3.0, 15.0),  # like Claude 3.5 Sonnet
+    "basalt-slow": (0.80, 3.20),  # like Amazon Nova Pro
+    "cirrus-flaky": (0.50, 1.50),  # like Cohere Command R
+    "delta-quota": (0.72, 0.72),  # like Llama 3.1 70B on Bedrock
+    "ember-regional": (2.0, 6.0),  # like Mistral Large (24.07)
+    "fjord-denied": (3.0, 15.0),  # like Claude 3.5 Sonnet (refused: costs nothing)
+    "granite-badkey": (0.15, 0.60),  # like GPT-4o mini (refused: costs nothing)
+    "haze-empty": (0.06, 0.24),  # like Amazon Nova Lite
+    "iris-cutoff": (0.22, 0.22),  # like Llama 3.1 8B on Bedrock
+    "jade-hang": (0.15, 0.20),  # like Mistral 7B
+}
+
+
 def seed_demo_catalog(session: Session) -> list[int]:
     """Create the demo provider and deployments if missing; return the deployment ids."""
     try:
@@ -136,5 +155,11 @@ def seed_demo_catalog(session: Session) -> list[int]:
                 capabilities=demo.capabilities,
                 options={"profile": demo.profile, **demo.options},
             )
+        price = DEMO_PRICES.get(demo.model_id)
+        unpriced = (
+            deployment.cost_input_per_mtok is None and deployment.cost_output_per_mtok is None
+        )
+        if price is not None and unpriced:  # a demo catalog seeded before it had prices
+            deployment.cost_input_per_mtok, deployment.cost_output_per_mtok = price
         ids.append(deployment.id)
     return ids

@@ -24,6 +24,7 @@ from typer import Abort
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from modelcert.cli import catalog, certify, demo, jobs, keys, notify, operator, runs
+from modelcert.cli import cost as cost_cli
 from modelcert.cli.common import database_unavailable_message
 from modelcert.cli.suite import suite_app
 from modelcert.errors import UserError
@@ -53,6 +54,8 @@ app.add_typer(keys.apikey_app, name="apikey")
 app.command("certify")(certify.certify_command)
 app.command("matrix")(certify.matrix)
 app.command("report")(certify.report_command)
+app.command("cost")(cost_cli.cost_command)
+app.add_typer(cost_cli.price_app, name="price")
 app.command("demo")(demo.demo_command)
 app.command("api")(jobs.api_command)
 app.command("enqueue")(jobs.enqueue_command)

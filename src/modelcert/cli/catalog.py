@@ -118,14 +118,28 @@ def add_deployment(
         ),
     ] = None,
     options: Annotated[str | None, typer.Option(help="Deployment options as JSON.")] = None,
+    price_input: Annotated[
+        float | None, typer.Option(help="Its own price: USD per 1M input tokens.")
+    ] = None,
+    price_output: Annotated[
+        float | None, typer.Option(help="Its own price: USD per 1M output tokens.")
+    ] = None,
+    price_per_request: Annotated[
+        float | None, typer.Option(help="A fee in USD per answered call.")
+    ] = None,
 ) -> None:
-    """Add a deployment of a model on a provider."""
+    """Add a deployment of a model on a provider. Without a price of its own, the seed
+    table's list price applies, if it has one (`modelcert price list`)."""
     from modelcert.certify.battery import default_capabilities
+    from modelcert.cli.cost import checked_prices
     from modelcert.domain import Capabilities
     from modelcert.domain import InferenceType as DomainInferenceType
     from modelcert.store import db, repo
 
     declared = json_option(capabilities, "capabilities")
+    prices = checked_prices(
+        price_input, price_output, price_per_request, names=("--price-input", "--price-output")
+    )
     with db.transaction(session_factory()) as session:
         kind = repo.get_provider(session, provider).kind
         try:
@@ -143,6 +157,9 @@ def add_deployment(
             capabilities=caps,
             inference_type=DomainInferenceType(inference_type.value),
             options=json_option(options, "options"),
+            cost_input_per_mtok=prices[0],
+            cost_output_per_mtok=prices[1],
+            cost_per_request=prices[2],
         )
         console.print(f"deployment {deployment.id} added: {provider}/{model_id}")
 

@@ -56,8 +56,11 @@ def demo_in_process(concurrency: int) -> None:
     )
     from modelcert.certify.engine import CertificationEngine, CertificationRequest, InFlight
     from modelcert.cli import render
+    from modelcert.cli.cost import demo_cost_line
     from modelcert.settings import get_settings
     from modelcert.store import db, repo
+    from modelcert.store.cost_report import cost_report
+    from modelcert.store.models import utcnow
     from modelcert.store.runs import RunStore
 
     settings = get_settings()
@@ -92,10 +95,12 @@ def demo_in_process(concurrency: int) -> None:
         finally:
             await engine.aclose()
 
+    since = utcnow()
     run(go)
     cli_console.print(f"{len(pairs)} certifications in {time.perf_counter() - started:.1f} s")
     with db.transaction(factory) as session:
         cli_console.print(render.matrix_table(repo.certifications(session)))
+        cli_console.print(demo_cost_line(cost_report(session, since=since).total))
     cli_console.print(render.SIMULATION_NOTE)
 
 
@@ -125,8 +130,10 @@ def run_demo(
     """The demo through the service: API and worker processes, a batch over HTTP."""
     from modelcert.catalog.demo import DEMO_PROVIDER, DEMO_REGIONS, seed_demo_catalog
     from modelcert.cli import render
+    from modelcert.cli.cost import demo_cost_line
     from modelcert.cli.launcher import LocalCluster  # the API app: only this command needs it
     from modelcert.store import api_keys, db, repo
+    from modelcert.store.cost_report import job_cost
 
     engine = db.make_engine(settings.database_url)
     db.upgrade(engine)
@@ -163,6 +170,7 @@ def run_demo(
         console.print(f"done in {time.perf_counter() - started:.1f} s")
         with db.transaction(factory) as session:
             console.print(render.matrix_table(repo.certifications(session)))
+            console.print(demo_cost_line(job_cost(session, job_id)))
         console.print(render.SIMULATION_NOTE)
         if serve:
             console.print(f"serving: dashboard {cluster.url}/dashboard, API {cluster.url}/docs")

@@ -101,6 +101,13 @@ _test_latency = Histogram(
     buckets=TEST_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+_cost = Counter(
+    "modelcert_certification_cost_usd_total",
+    "US dollars certification calls cost at the deployments' prices (judges included); "
+    "calls with no known price are not counted.",
+    ["region", "provider"],
+    registry=REGISTRY,
+)
 _worker_events = Counter(
     "modelcert_worker_events_total",
     "Worker job events: active, completed, failed, stalled, error.",
@@ -168,6 +175,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "modelcert_test_retries_total",
         "modelcert_throttling_wait_seconds_total",
         "modelcert_test_latency_seconds",
+        "modelcert_certification_cost_usd_total",
         "modelcert_worker_events_total",
         "modelcert_worker_heartbeat_age_seconds",
         "modelcert_worker_up",
@@ -231,6 +239,12 @@ def record_test_result(
         _throttling_wait.labels(region=region, provider=provider).inc(throttled_s)
     if latency_s is not None and latency_s >= 0:
         _test_latency.labels(region=region, provider=provider).observe(latency_s)
+
+
+def record_cost(region: str, provider_kind: str, usd: float) -> None:
+    """Add what a test's calls cost (USD) to `modelcert_certification_cost_usd_total`."""
+    if usd > 0:  # a counter only grows; NaN compares false and is left out too
+        _cost.labels(region=region, provider=provider_kind).inc(usd)
 
 
 def record_worker_event(event: str) -> None:

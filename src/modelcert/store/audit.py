@@ -30,6 +30,8 @@ ACTIONS = (
     "deployment.deactivate",
     "deployment.activate",
     "deployment.remove",
+    "deployment.price_set",
+    "deployment.price_clear",
     "provider.deactivate",
     "provider.activate",
     "provider.remove",

@@ -185,6 +185,7 @@ def add_deployment(
     options: Mapping[str, Any] | None = None,
     cost_input_per_mtok: float | None = None,
     cost_output_per_mtok: float | None = None,
+    cost_per_request: float | None = None,
 ) -> Deployment:
     provider = get_provider(session, provider_slug)
     reject_secrets(options or {}, "options")
@@ -215,6 +216,7 @@ def add_deployment(
         options=dict(options or {}),
         cost_input_per_mtok=cost_input_per_mtok,
         cost_output_per_mtok=cost_output_per_mtok,
+        cost_per_request=cost_per_request,
     )
     session.add(deployment)
     session.flush()

@@ -10,6 +10,7 @@ from modelcert.api.dashboard import (
     actions,
     audit_page,
     compare_page,
+    cost_page,
     export_page,
     login,
     notifications_page,
@@ -25,6 +26,7 @@ router.include_router(compare_page.router)
 router.include_router(pages.router)
 router.include_router(actions.router)
 router.include_router(audit_page.router)
+router.include_router(cost_page.router)
 router.include_router(notifications_page.router)
 router.include_router(suites_page.router)
 router.include_router(export_page.router)
