@@ -248,6 +248,16 @@ class Price:
 
 
 @dataclass(frozen=True)
+class RunUsage:
+    """What one completed run used: tokens in and out over its calls (what a cost
+    estimate learns from, `modelcert.cost.estimate`)."""
+
+    input_tokens: int
+    output_tokens: int
+    calls: int
+
+
+@dataclass(frozen=True)
 class Spending:
     """What the budget check (`modelcert.cost.budget`) knows when a certification is about
     to start: its job's budget and what the job spent, the day's and what it spent."""
@@ -317,3 +327,4 @@ class CertificationInputs:
     price: Price | None
     judges: Mapping[str, JudgeTarget] = field(default_factory=dict)  # by the suites' ref
     spending: Spending = field(default_factory=Spending)
+    history: tuple[RunUsage, ...] = ()  # the pair's latest completed runs, for the estimate

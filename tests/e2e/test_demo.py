@@ -35,6 +35,8 @@ def test_demo_runs_through_the_api_and_workers(tmp_path: Path) -> None:
     assert "30/30" in out
     assert "Certification matrix" in out and "SIMULATION" in out
     assert re.search(r"cost: \$0\.\d+ over 30 runs at the demo's DEMO prices", out), out[-2000:]
+    # The demo's own suite ran beside the battery on its one deployment, in 3 regions.
+    assert re.search(r"suites: demo-support@[0-9a-f]{16} ran beside the battery: 12 of 12", out)
     for expected in ("PERMISSION_ERROR", "AUTHENTICATION_ERROR", "TIMEOUT", "PREMIUM"):
         assert expected in out
     assert (tmp_path / ".modelcert" / "logs" / "worker-1.log").exists()

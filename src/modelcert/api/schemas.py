@@ -187,6 +187,9 @@ class JobCertificationOut(ApiModel):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     simulated: bool | None = None
+    cost_usd: float | None = Field(
+        default=None, description="What the run cost (USD); null: no price, or not run."
+    )
 
 
 class JobSummaryOut(ApiModel):
@@ -203,6 +206,15 @@ class JobSummaryOut(ApiModel):
     created_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
+    suites: list[str] | None = Field(
+        default=None, description="The suites the job asked for; null: the default choice."
+    )
+    smoke: bool = False
+    budget_usd: float | None = Field(default=None, description="The job's budget (USD).")
+    cost_usd: float | None = Field(
+        default=None,
+        description="What the job's runs cost so far (USD); null: none with a known price.",
+    )
     certifications: list[JobCertificationOut]
 
 

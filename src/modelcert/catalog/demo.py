@@ -16,6 +16,7 @@ It stays offline: real providers are registered beside it, never in it, e.g.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -23,6 +24,8 @@ from sqlalchemy.orm import Session
 from modelcert.domain import Capabilities
 from modelcert.errors import NotFoundError
 from modelcert.store import repo
+from modelcert.store.suites import store_suite
+from modelcert.suites import load_suite_file
 
 DEMO_PROVIDER = "sim"
 DEMO_REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")
@@ -162,4 +165,16 @@ def seed_demo_catalog(session: Session) -> list[int]:
         if price is not None and unpriced:  # a demo catalog seeded before it had prices
             deployment.cost_input_per_mtok, deployment.cost_output_per_mtok = price
         ids.append(deployment.id)
+    seed_demo_suite(session)
     return ids
+
+
+# The demo's own suite, attached to one deployment: run beside the battery there.
+DEMO_SUITE_FILE = Path(__file__).with_name("demo_suite.yaml")
+
+
+def seed_demo_suite(session: Session) -> str:
+    """Load the demo suite (unchanged: nothing new is stored); its `name@version`."""
+    loaded = load_suite_file(DEMO_SUITE_FILE)
+    store_suite(session, loaded, loaded_by="demo")
+    return loaded.ref

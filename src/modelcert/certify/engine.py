@@ -48,6 +48,7 @@ from modelcert.certify.runner import (
 from modelcert.certify.scoring import not_started_score, score_results
 from modelcert.certify.throttle import QuotaKey, ThrottleGates
 from modelcert.cost.budget import budget_refusal, total_cost
+from modelcert.cost.estimate import estimate_certification_cost
 from modelcert.domain import (
     CertificationInputs,
     CertificationStatus,
@@ -505,7 +506,9 @@ class CertificationEngine:
         )
         spec = inputs.spec
         plan = plan_from_inputs(self.settings, inputs, request.region)
-        estimate = plan.estimate_usd()
+        # Checked before any money is spent: what this pair's latest runs used per call
+        # (or a typical battery call's tokens) times the calls planned, at today's price.
+        estimate = estimate_certification_cost(plan.price, plan.planned_calls, inputs.history)
         refusal = budget_refusal(estimate, inputs.spending)
         try:
             simulated = self._provider(plan).simulated

@@ -23,7 +23,7 @@ from modelcert.certify.battery import BATTERY, BATTERY_BY_ID, PlannedTest, plan_
 from modelcert.certify.runner import RetryPolicy
 from modelcert.certify.suite_tests import suite_test
 from modelcert.certify.throttle import THROTTLE_SCOPES, QuotaKey
-from modelcert.cost.budget import estimate_cost
+from modelcert.cost.estimate import estimate_calls
 from modelcert.domain import (
     Capabilities,
     CertificationInputs,
@@ -92,14 +92,7 @@ class CertificationPlan:
     @property
     def planned_calls(self) -> int:
         """Calls the tests that will run make at least (availability makes two)."""
-        return sum(
-            2 if test_id == "availability" else 1 for test_id, skip in self.tests if skip is None
-        )
-
-    def estimate_usd(self) -> float | None:
-        """What the certification is expected to cost (None: no price known), for the
-        budget check before it starts."""
-        return estimate_cost(self.price, self.planned_calls)
+        return estimate_calls([test_id for test_id, skip in self.tests if skip is None])
 
 
 def retry_policy(settings: Settings, spec: DeploymentSpec) -> RetryPolicy:

@@ -23,6 +23,10 @@ from modelcert.cli.common import console as cli_console
 from modelcert.errors import UserError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlalchemy.orm import Session
+
     from modelcert.settings import Settings
 
 LOG_DIR = Path(".modelcert/logs")
@@ -100,8 +104,30 @@ def demo_in_process(concurrency: int) -> None:
     cli_console.print(f"{len(pairs)} certifications in {time.perf_counter() - started:.1f} s")
     with db.transaction(factory) as session:
         cli_console.print(render.matrix_table(repo.certifications(session)))
+        cli_console.print(suite_line(session, since))
         cli_console.print(demo_cost_line(cost_report(session, since=since).total))
     cli_console.print(render.SIMULATION_NOTE)
+
+
+def suite_line(session: Session, since: datetime) -> str:
+    """What the demo's own suite decided, beside the battery, in the runs since `since`."""
+    from sqlalchemy import select
+
+    from modelcert.store.models import CertificationRun, TestResultRow
+
+    rows = session.execute(
+        select(TestResultRow.suite, TestResultRow.outcome)
+        .join(CertificationRun, CertificationRun.id == TestResultRow.run_id)
+        .where(CertificationRun.started_at >= since, TestResultRow.suite.is_not(None))
+    ).all()
+    if not rows:
+        return "suites: none ran beside the battery"
+    refs = sorted({suite for suite, _ in rows})
+    passed = sum(outcome == "PASSED" for _, outcome in rows)
+    return (
+        f"suites: {', '.join(refs)} ran beside the battery: {passed} of {len(rows)} "
+        "suite tests passed (modelcert suite show demo-support)"
+    )
 
 
 def _call(method: str, url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -134,6 +160,7 @@ def run_demo(
     from modelcert.cli.launcher import LocalCluster  # the API app: only this command needs it
     from modelcert.store import api_keys, db, repo
     from modelcert.store.cost_report import job_cost
+    from modelcert.store.models import utcnow
 
     engine = db.make_engine(settings.database_url)
     db.upgrade(engine)
@@ -151,6 +178,7 @@ def run_demo(
     try:
         base = f"{cluster.url}/api/certification-queue"
         started = time.perf_counter()
+        started_at = utcnow()
         code, answer = _call(
             "POST",
             f"{base}/certify-all",
@@ -170,6 +198,7 @@ def run_demo(
         console.print(f"done in {time.perf_counter() - started:.1f} s")
         with db.transaction(factory) as session:
             console.print(render.matrix_table(repo.certifications(session)))
+            console.print(suite_line(session, started_at))
             console.print(demo_cost_line(job_cost(session, job_id)))
         console.print(render.SIMULATION_NOTE)
         if serve:

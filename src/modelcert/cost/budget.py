@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from modelcert.domain import Price, Spending
+from modelcert.domain import Spending
 
 # Tokens of a typical battery call, for an estimate before any run of the deployment is
 # known: short prompts, answers of a sentence or a short count.
@@ -37,13 +37,6 @@ def budget_refusal(estimate_usd: float | None, spending: Spending) -> str | None
             f"~${estimate_usd:.4f})"
         )
     return None
-
-
-def estimate_cost(price: Price | None, calls: int) -> float | None:
-    """What `calls` typical battery calls cost at `price`; None with no price known."""
-    if price is None:
-        return None
-    return price.cost(calls * TYPICAL_INPUT_TOKENS, calls * TYPICAL_OUTPUT_TOKENS, calls)
 
 
 def total_cost(costs: Iterable[float | None]) -> float | None:

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 # A typical battery call's tokens: one home, the budget check's (`cost.budget`).
 from modelcert.cost.budget import TYPICAL_INPUT_TOKENS, TYPICAL_OUTPUT_TOKENS
-from modelcert.domain import Price
+from modelcert.domain import Price, RunUsage
 
 __all__ = [
     "HISTORY_RUNS",
@@ -39,15 +38,6 @@ __all__ = [
 ]
 # How many of a deployment's latest completed runs an estimate learns from.
 HISTORY_RUNS = 5
-
-
-@dataclass(frozen=True)
-class RunUsage:
-    """What one completed run used: tokens in and out over its calls."""
-
-    input_tokens: int
-    output_tokens: int
-    calls: int
 
 
 def estimate_calls(test_ids: Sequence[str]) -> int:

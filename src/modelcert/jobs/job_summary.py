@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from modelcert.cost.budget import total_cost
 from modelcert.errors import NotFoundError
 from modelcert.store.models import Certification, CertificationRun, Deployment, Job, TestResultRow
 
@@ -61,6 +62,7 @@ def job_summary(session: Session, job_id: str) -> dict[str, Any]:
         .where(CertificationRun.job_id == job_id)
         .order_by(CertificationRun.id)
     )
+    costs: list[float | None] = []  # of every run of the job, retried ones included
     for run, deployment in runs:
         row = rows.setdefault((run.deployment_id, run.region), {})
         row.update(
@@ -81,8 +83,10 @@ def job_summary(session: Session, job_id: str) -> dict[str, Any]:
                 "startedAt": _iso(run.started_at),
                 "completedAt": _iso(run.completed_at),
                 "simulated": run.simulated,
+                "costUsd": run.cost_usd,
             }
         )
+        costs.append(run.cost_usd)
     return {
         "jobId": job.id,
         "kind": job.kind,
@@ -97,5 +101,9 @@ def job_summary(session: Session, job_id: str) -> dict[str, Any]:
         "createdAt": _iso(job.created_at),
         "startedAt": _iso(job.started_at),
         "completedAt": _iso(job.completed_at),
+        "suites": job.suites,
+        "smoke": job.smoke,
+        "budgetUsd": job.budget_usd,
+        "costUsd": total_cost(costs),
         "certifications": sorted(rows.values(), key=lambda r: (r["deploymentId"], r["region"])),
     }

@@ -20,6 +20,7 @@ from modelcert.domain import (
 )
 from modelcert.errors import UserError
 from modelcert.store import repo
+from modelcert.store.cost_report import recent_usage
 from modelcert.store.models import Deployment, Job
 from modelcert.store.spending import spent_for_job, spent_since
 from modelcert.store.suite_selection import BUILTIN, SMOKE, choose_suites
@@ -82,6 +83,9 @@ def load_certification_inputs(
         price=deployment_price(deployment),
         judges=judges,
         spending=spending,
+        history=tuple(recent_usage(session, deployment.id, region))
+        if spending.job_budget_usd is not None or daily_budget_usd is not None
+        else (),
     )
 
 

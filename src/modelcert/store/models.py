@@ -215,6 +215,8 @@ class CertificationRun(_VerdictColumns, Base):
         # Trends read a pair's runs in a time range (migration 0008).
         Index("ix_runs_deployment_region_started", "deployment_id", "region", "started_at"),
         Index("uq_runs_run_key", "run_key", unique=True),
+        # The day's spending (the daily budget) and cost reports read runs by start (0011).
+        Index("ix_runs_started_at", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

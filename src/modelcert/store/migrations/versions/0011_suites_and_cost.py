@@ -45,6 +45,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("suites", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("cost_usd", sa.Float(), nullable=True))
         batch.add_column(sa.Column("estimate_usd", sa.Float(), nullable=True))
+    # What was spent since a date (the daily budget, cost reports) reads runs by start.
+    op.create_index("ix_runs_started_at", "certification_runs", ["started_at"])
     with op.batch_alter_table("test_results") as batch:
         batch.alter_column(
             "test_id", existing_type=sa.String(length=64), type_=sa.String(length=200)
@@ -82,6 +84,7 @@ def downgrade() -> None:
         batch.alter_column(
             "test_id", existing_type=sa.String(length=200), type_=sa.String(length=64)
         )
+    op.drop_index("ix_runs_started_at", table_name="certification_runs")
     with op.batch_alter_table("certification_runs") as batch:
         batch.drop_column("estimate_usd")
         batch.drop_column("cost_usd")
