@@ -14,13 +14,8 @@ must be done:
 
 from __future__ import annotations
 
-import contextlib
 import getpass
-import io
-import json
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,13 +24,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.cli import run_command
 from modelcert.jobs.schedule import recertify_due
-from modelcert.obs.logging import configure_logging
 from modelcert.settings import Settings, get_settings
 from modelcert.store import repo
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, CertificationRun, Job, utcnow
+from tests.support.cli_inprocess import invoke
 from tests.support.inprocess import FAST_AVAILABILITY_GAP_S, StartWorker
 
 REGION = "us-east-1"
@@ -44,26 +38,6 @@ FAST_ENV = {
     "MODELCERT_RETRY_BASE_MS": "10",
     "MODELCERT_RETRY_MAX_MS": "100",
 }
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def one_error(self, *fragments: str) -> str:
-        """Exit 2 with exactly one `error: …` line on stderr holding every fragment."""
-        assert "Traceback" not in self.stdout + self.stderr
-        assert self.code == 2, (self.code, self.stdout, self.stderr)
-        lines = self.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), self.stderr
-        for fragment in fragments:
-            assert fragment in lines[0], (fragment, lines[0])
-        return lines[0]
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
 
 
 @pytest.fixture
@@ -94,20 +68,6 @@ def cli(
     monkeypatch.chdir(tmp_path)
     for name, value in {**FAST_ENV, "MODELCERT_DATABASE_URL": database_url}.items():
         monkeypatch.setenv(name, value)
-
-    def invoke(*args: str) -> Result:
-        get_settings.cache_clear()
-        out, err = io.StringIO(), io.StringIO()
-        process_stderr = sys.stderr
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = run_command(args)
-        finally:
-            get_settings.cache_clear()
-            # The command pointed the logs at `err`: back to the process's stderr.
-            assert sys.stderr is process_stderr
-            configure_logging(json_lines=False, level="INFO")
-        return Result(code, out.getvalue(), err.getvalue())
 
     yield invoke
     get_settings.cache_clear()

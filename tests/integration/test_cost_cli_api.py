@@ -7,12 +7,7 @@ source. Bad input is one `error:` line and exit 2, or a 4xx naming the field."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from html import unescape
 from pathlib import Path
@@ -23,37 +18,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.api.app import create_app
-from modelcert.cli import run_command
 from modelcert.cost.prices import SEED_SOURCE
 from modelcert.domain import CertificationStatus, JobKind
-from modelcert.obs.logging import configure_logging
 from modelcert.settings import Settings, get_settings
 from modelcert.store import repo
 from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import Certification, CertificationRun, Deployment, Job, utcnow
+from tests.support.cli_inprocess import invoke
 from tests.support.keys import bearer, new_key
 
 SONNET = "anthropic.claude-3-5-sonnet-20240620-v1:0"
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def one_error(self, *fragments: str) -> str:
-        assert "Traceback" not in self.stdout + self.stderr
-        assert self.code == 2, (self.code, self.stdout, self.stderr)
-        lines = self.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), self.stderr
-        for fragment in fragments:
-            assert fragment in lines[0], (fragment, lines[0])
-        return lines[0]
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
 
 
 @pytest.fixture
@@ -107,19 +82,6 @@ def cli(
 ) -> Iterator[Any]:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MODELCERT_DATABASE_URL", database_url)
-
-    def invoke(*args: str) -> Result:
-        get_settings.cache_clear()
-        out, err = io.StringIO(), io.StringIO()
-        process_stderr = sys.stderr
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = run_command(args)
-        finally:
-            get_settings.cache_clear()
-            assert sys.stderr is process_stderr
-            configure_logging(json_lines=False, level="INFO")
-        return Result(code, out.getvalue(), err.getvalue())
 
     yield invoke
     get_settings.cache_clear()

@@ -617,10 +617,10 @@ def test_the_cli_prints_suites_failed_assertions_and_the_cost_line() -> None:
         outcome(
             [],
             price=price,
-            refusal="not started: the job's budget $0.0100 would be exceeded [spent $0.0100]",
+            refusal="the job's budget $0.0100 would be exceeded [spent $0.0100]",
         )
     )
-    assert "lab/bot in us-east-1: NOT STARTED (run #42): not started: the job's budget" in refused
+    assert "lab/bot in us-east-1: NOT STARTED (run #42): the job's budget" in refused
     assert "[spent $0.0100]" in refused  # not taken for markup
     assert "Tests" not in refused
 

@@ -390,7 +390,8 @@ class CertificationEngine:
     ) -> CertificationOutcome:
         """A budget kept this certification from starting: its run ends SKIPPED, saying so;
         the verdict it would have renewed stays as it was."""
-        message = prepared.refusal or "not started"
+        reason = prepared.refusal or "a budget"
+        message = f"not started: {reason}"
         await self._abort(prepared, CertificationStatus.SKIPPED, message, started)
         log_event("refused", run_key=key, deployment=prepared.plan.deployment_label, error=message)
         return CertificationOutcome(
@@ -400,7 +401,7 @@ class CertificationEngine:
             score=not_started_score(message),
             simulated=prepared.simulated,
             duration_s=time.monotonic() - started,
-            refusal=message,
+            refusal=reason,
         )
 
     async def _prepare_through(

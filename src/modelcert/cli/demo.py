@@ -122,7 +122,7 @@ def suite_line(session: Session, since: datetime) -> str:
     ).all()
     if not rows:
         return "suites: none ran beside the battery"
-    refs = sorted({suite for suite, _ in rows})
+    refs = sorted({str(suite) for suite, _ in rows})
     passed = sum(outcome == "PASSED" for _, outcome in rows)
     return (
         f"suites: {', '.join(refs)} ran beside the battery: {passed} of {len(rows)} "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from modelcert.cost.prices import format_usd
 from modelcert.domain import Spending
 
 # Tokens of a typical battery call, for an estimate before any run of the deployment is
@@ -26,15 +27,16 @@ def budget_refusal(estimate_usd: float | None, spending: Spending) -> str | None
     job_budget = spending.job_budget_usd
     if job_budget is not None and spending.job_spent_usd + estimate_usd > job_budget:
         return (
-            f"not started: the job's budget ${job_budget:.4f} would be exceeded "
-            f"(spent ${spending.job_spent_usd:.4f}, this certification ~${estimate_usd:.4f})"
+            f"the job's budget {format_usd(job_budget)} would be exceeded (spent "
+            f"{format_usd(spending.job_spent_usd)}, this certification "
+            f"~{format_usd(estimate_usd)})"
         )
     daily = spending.daily_budget_usd
     if daily is not None and spending.day_spent_usd + estimate_usd > daily:
         return (
-            f"not started: today's budget ${daily:.4f} (MODELCERT_DAILY_BUDGET_USD) would "
-            f"be exceeded (spent ${spending.day_spent_usd:.4f} today, this certification "
-            f"~${estimate_usd:.4f})"
+            f"today's budget {format_usd(daily)} (MODELCERT_DAILY_BUDGET_USD) would be "
+            f"exceeded (spent {format_usd(spending.day_spent_usd)} today, this "
+            f"certification ~{format_usd(estimate_usd)})"
         )
     return None
 
