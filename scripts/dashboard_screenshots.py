@@ -6,7 +6,8 @@ demo prints, and saves every page as seen by Debian's headless Chromium
 (/usr/bin/chromium, /usr/bin/chromedriver): the overview, the matrix (whole and filtered
 to failures), a certification's history, a failed run, a failed job, a deployment's
 trends and a comparison of its runs (after two re-certifications from its page), the jobs
-list, the export page, the audit log (after a region paused and resumed) and the API's
+list, the export page, the suites and the demo's suite, a run with the suite's tests, the
+cost page, the audit log (after a region paused and resumed) and the API's
 /docs; then the overview and the matrix in dark mode
 and the overview, the matrix and the job at 800 px wide.
 
@@ -132,6 +133,22 @@ def main() -> None:
             shot("jobs")
             driver.get(f"{base}/export")
             shot("export")
+            # The demo's own suite: its pages, and a run of the deployment it attaches to
+            # (the battery and the suite's tests, their assertions and costs).
+            driver.get(f"{base}/suites")
+            shot("suites")
+            driver.get(f"{base}/suites/demo-support")
+            shot("suite")
+            driver.get(f"{base}/matrix")
+            driver.find_element(
+                By.CSS_SELECTOR, "a[data-cell='sim/aurora-fast@us-east-1']"
+            ).click()
+            driver.find_element(By.CSS_SELECTOR, "#runs a[href*='/runs/']").click()
+            driver.set_window_size(1400, 2000)
+            shot("run-suite")
+            driver.set_window_size(*window)
+            driver.get(f"{base}/cost")
+            shot("cost")
             # Something in the audit log: a region paused and resumed from the overview.
             for action in ("pause", "resume"):
                 driver.get(f"{base}/")

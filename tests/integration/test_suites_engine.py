@@ -410,3 +410,53 @@ def test_an_unknown_suite_is_refused_before_anything_is_queued(
         )
     with lab() as session:
         assert not session.scalars(select(CertificationRun)).all()
+
+
+def test_a_judge_that_fails_leaves_the_test_not_run_not_failed(
+    lab: sessionmaker[Session], settings: Settings
+) -> None:
+    """The judge's own failure says nothing about the model: the test is NOT_RUN, and the
+    certification INCOMPLETE (no verdict from missing evidence), not FAILED."""
+    with transaction(lab) as session:
+        repo.add_deployment(
+            session,
+            provider_slug="lab",
+            provider_model_id="denied-judge",
+            options={"profile": "access-denied", "latency_ms": 5},
+        )
+    load(
+        lab,
+        "name: judged\ntests:\n  - id: graded\n    prompt: Respond with OK\n    assert:\n"
+        "      - {type: llm-judge, judge: lab/denied-judge, rubric: It says OK.}\n",
+    )
+    outcome = certify(lab, settings, suites=("judged",))
+    [graded] = outcome.results
+    assert graded.outcome is TestOutcome.NOT_RUN
+    assert "the judge lab/denied-judge failed" in graded.detail
+    assert graded.error_category is None
+    assert outcome.score.status is CertificationStatus.INCOMPLETE
+
+
+def test_an_answer_that_echoes_a_key_is_masked_in_the_assertions_stored(
+    lab: sessionmaker[Session], settings: Settings
+) -> None:
+    """A model that repeats a key it saw: an assertion's detail quotes the answer, and a
+    judge's reasoning may; neither reaches the database unmasked."""
+    from modelcert import secrets
+
+    planted = "PlantedSuiteKeyQ7xLm2Zt8Rk4Vn"
+    secrets.register(planted)  # as a provider's key read from the environment is
+    load(
+        lab,
+        "name: echo\ntests:\n  - id: repeats\n    prompt: Respond with " + planted + "\n"
+        "    assert:\n      - {type: contains, value: banana}\n"
+        "      - {type: llm-judge, judge: lab/grader, rubric: It is a fruit.}\n",
+    )
+    outcome = certify(lab, settings, suites=("echo",))
+    [result] = outcome.results
+    assert planted not in str(result.assertions) + result.detail  # what the CLI prints
+    assert "banana" in (result.assertions or [])[0]["detail"]
+    with lab() as session:
+        row = session.scalars(select(TestResultRow)).one()
+        stored = str(row.assertions) + (row.detail or "") + (row.error_message or "")
+    assert planted not in stored and secrets.MASK in stored

@@ -37,6 +37,7 @@ from modelcert.providers.base import (
     ToolCall,
     Usage,
 )
+from modelcert.secrets import redact, redact_value
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -375,13 +376,15 @@ async def run_test(
         result.detail = str(failed)
     else:
         result.outcome = TestOutcome.PASSED if verdict.passed else TestOutcome.FAILED
-        result.detail = verdict.detail
-        result.assertions = [dict(outcome) for outcome in verdict.assertions] or None
+        # A verdict may quote the answer, and an answer may repeat a key it saw: masked
+        # here, before the CLI, a log or the database shows it.
+        result.detail = redact(verdict.detail)
+        result.assertions = [redact_value(dict(outcome)) for outcome in verdict.assertions] or None
         if not verdict.passed:
             category = verdict.category or ErrorCategory.QUALITY_ISSUE
             result.error_category = category
             result.error_severity = rule_for(category).severity
-            result.error_message = verdict.detail
+            result.error_message = result.detail
     result.duration_ms = (clock() - started) * 1000
     result.retries = ctx.retries
     result.attempts = ctx.attempts

@@ -37,7 +37,7 @@ from modelcert.domain import (
     TestResult,
 )
 from modelcert.errors import NotFoundError
-from modelcert.secrets import redact, redact_optional
+from modelcert.secrets import redact, redact_optional, redact_value
 from modelcert.store import repo
 from modelcert.store.certification_inputs import load_certification_inputs
 from modelcert.store.db import transaction
@@ -519,18 +519,8 @@ def _test_values(run_id: int, position: int, result: TestResult) -> dict[str, An
         suite=result.suite,
         weight=result.weight,
         required=result.required,
-        assertions=_redacted(result.assertions),
+        # A judge's reasoning or a detail may quote an answer that echoed a key.
+        assertions=redact_value(result.assertions),
         cost_usd=result.cost_usd,
     )
 
-
-def _redacted(value: Any) -> Any:
-    """Assertion outcomes with every string redacted: a judge's reasoning or a detail may
-    quote an answer that echoed a key."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [_redacted(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _redacted(item) for key, item in value.items()}
-    return value
