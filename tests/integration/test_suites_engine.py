@@ -460,3 +460,20 @@ def test_an_answer_that_echoes_a_key_is_masked_in_the_assertions_stored(
         row = session.scalars(select(TestResultRow)).one()
         stored = str(row.assertions) + (row.detail or "") + (row.error_message or "")
     assert planted not in stored and secrets.MASK in stored
+
+
+def test_reports_name_the_suites_a_verdict_proved_and_what_its_run_cost(
+    lab: sessionmaker[Session], settings: Settings
+) -> None:
+    from modelcert.reports import build, formats
+    from modelcert.store.models import utcnow
+
+    ref = load(lab, FAILING.format(required="false"))
+    outcome = certify(lab, settings, suites=("builtin", "strict"))
+    with lab() as session:
+        report = build.build_report(session, build.ReportFilters(model="lab/steady"), utcnow())
+    [entry] = [e for e in formats.report_json(report)["certifications"] if e["region"] == REGION]
+    assert entry["suites"] == list(outcome.plan.suites) and ref in entry["suites"]
+    assert entry["last_run_cost_usd"] == pytest.approx(outcome.cost_usd)
+    assert "The latest runs of 1 pairs cost $" in formats.render_markdown(report)
+    assert "suites builtin@" in formats.render_junit(report)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, func, select
@@ -77,6 +77,10 @@ class Entry:
     error_category: str | None = None
     error_message: str | None = None
     last_run_id: int | None = None
+    # What the last run proved and cost: the suite versions it ran, its price (None:
+    # unknown).
+    suites: tuple[str, ...] = ()
+    last_run_cost_usd: float | None = None
 
     @property
     def deployment(self) -> str:
@@ -277,9 +281,31 @@ def build_report(session: Session, filters: ReportFilters, now: datetime) -> Rep
         (_entry(catalog[d], r, stored.get((d, r)), now) for d, r in pairs),
         key=lambda e: (e.provider, e.model_id, e.region),
     )
+    entries = _with_last_runs(session, entries)
     runs = _run_verdicts(session, list(catalog), filters.region, since)
     labels = {d.id: f"{d.provider.slug}/{d.provider_model_id}" for d in catalog.values()}
     return Report(now, since, filters, entries, derive_changes(runs, since, now), labels)
+
+
+def _with_last_runs(session: Session, entries: list[Entry]) -> list[Entry]:
+    """Each entry with its last run's suites and cost (one query for all)."""
+    ids = [e.last_run_id for e in entries if e.last_run_id is not None]
+    if not ids:
+        return entries
+    found = {
+        run_id: (tuple(suites or ()), cost)
+        for run_id, suites, cost in session.execute(
+            select(CertificationRun.id, CertificationRun.suites, CertificationRun.cost_usd).where(
+                CertificationRun.id.in_(ids)
+            )
+        )
+    }
+    return [
+        replace(e, suites=found[e.last_run_id][0], last_run_cost_usd=found[e.last_run_id][1])
+        if e.last_run_id in found
+        else e
+        for e in entries
+    ]
 
 
 def _run_verdicts(

@@ -76,6 +76,8 @@ def report_json(report: Report) -> dict[str, Any]:
                 "error_category": e.error_category,
                 "error_message": e.error_message,
                 "last_run_id": e.last_run_id,
+                "suites": list(e.suites),
+                "last_run_cost_usd": e.last_run_cost_usd,
             }
             for e in report.entries
         ],
@@ -151,6 +153,13 @@ def render_markdown(report: Report) -> str:
             lines.append(f"| {md(label)} | " + " | ".join(rendered) + " |")
     else:
         lines.append("No deployments match.")
+    costs = [e.last_run_cost_usd for e in report.entries if e.last_run_cost_usd is not None]
+    if costs:
+        lines += [
+            "",
+            f"The latest runs of {len(costs)} pairs cost ${sum(costs):.6f} together "
+            "(at the deployments' prices; `modelcert cost` has every run).",
+        ]
     failing = [e for e in report.entries if not e.valid and e.state != NEVER_CERTIFIED]
     never = len([e for e in report.entries if e.state == NEVER_CERTIFIED])
     if failing or never:
@@ -218,6 +227,10 @@ def render_junit(report: Report) -> str:
                 details.append(f"rating {e.rating} {e.badge}, score {e.score}")
             if e.expires_at:
                 details.append(f"expires {when_iso(e.expires_at)}")
+            if e.suites:
+                details.append(f"suites {', '.join(e.suites)}")
+            if e.last_run_cost_usd is not None:
+                details.append(f"last run cost ${e.last_run_cost_usd:.6f}")
             if e.simulated:
                 details.append("SIMULATION: result of the sim provider, not a real model")
             ET.SubElement(case, "system-out").text = _xml("; ".join(details))
