@@ -523,4 +523,3 @@ def _test_values(run_id: int, position: int, result: TestResult) -> dict[str, An
         assertions=redact_value(result.assertions),
         cost_usd=result.cost_usd,
     )
-
