@@ -475,6 +475,18 @@ def test_junit_has_a_testcase_per_assertion_over_the_api(
     assert client.get(f"/api/runs/{run_id}/junit").status_code == 401
 
 
+def test_the_dashboard_export_downloads_junit(
+    client: TestClient, catalog: sessionmaker[Session], run_id: int
+) -> None:
+    client.post(f"{D}/login", data={"api_key": new_key(catalog, "ops", Role.operator)})
+    assert 'value="junit"' in client.get(f"{D}/export").text
+    export = client.get(f"{D}/export", params={"download": "true", "format": "junit"})
+    assert export.status_code == 200, export.text[:300]
+    assert export.headers["content-type"].startswith("application/xml")
+    assert 'filename="modelcert-runs.xml"' in export.headers["content-disposition"]
+    _check_junit(export.text, run_id)
+
+
 def test_junit_text_is_xml_safe_and_names_assertions_without_a_definition() -> None:
     run = {
         "run_id": 7,

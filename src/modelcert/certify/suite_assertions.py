@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator
 from referencing.exceptions import Unresolvable
 
 from modelcert.certify.suite_judge import JudgeFn, grade
-from modelcert.certify.verdicts import _FENCE, ChatResponse
+from modelcert.certify.verdicts import JSON_FENCE, ChatResponse
 from modelcert.providers.base import ChatRequest
 from modelcert.suites.definition import regex_flags
 
@@ -90,7 +90,7 @@ def _parsed(text: str) -> Any:
     text = text.strip()
     if not text:
         raise ValueError("empty answer")
-    fenced = _FENCE.match(text)
+    fenced = JSON_FENCE.match(text)
     try:
         return json.loads(fenced.group(1) if fenced else text)
     except json.JSONDecodeError as exc:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from modelcert.certify.verdicts import _FENCE, ChatResponse
+from modelcert.certify.verdicts import JSON_FENCE, ChatResponse
 from modelcert.providers.base import ChatRequest, Message
 
 JudgeFn = Callable[[str, ChatRequest], Awaitable[ChatResponse]]
@@ -100,7 +100,7 @@ def read_grade(text: str) -> Grade:
 def _grade_object(text: str) -> dict[str, Any] | None:
     """The first JSON object with `pass` or `score`: the whole text, a fenced block, or
     one embedded after some words."""
-    fenced = _FENCE.match(text) or _INNER_FENCE.search(text)
+    fenced = JSON_FENCE.match(text) or _INNER_FENCE.search(text)
     candidates = [fenced.group(1)] if fenced else []
     candidates.append(text)
     decoder = json.JSONDecoder()

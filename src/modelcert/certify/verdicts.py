@@ -121,14 +121,15 @@ def verdict_tool_call(response: ChatResponse, tool: ToolSpec = WEATHER_TOOL) -> 
     return Verdict.ok(f"{tool.name}({calls[0]})")
 
 
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+# A ```json fence around an answer, which models add to JSON they were asked for.
+JSON_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
 def verdict_json(response: ChatResponse, schema: Mapping[str, Any] = PERSON_SCHEMA) -> Verdict:
     text = response.text.strip()
     if not text:
         return Verdict.fail("empty response")
-    fenced = _FENCE.match(text)
+    fenced = JSON_FENCE.match(text)
     if fenced:
         text = fenced.group(1)
     try:

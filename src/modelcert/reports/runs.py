@@ -29,6 +29,13 @@ from modelcert.store.models import CertificationRun, Deployment, Provider, Suite
 SCHEMA = "modelcert.runs/1"
 KINDS = ("runs", "tests")
 FORMATS = ("csv", "json", "junit")
+# How each format is served (the API's export and the dashboard's).
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/json",
+    "junit": "application/xml",
+}
+EXTENSIONS = {"csv": "csv", "json": "json", "junit": "xml"}
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 100_000
 

@@ -27,7 +27,7 @@ def export(
     login: LoginDep,
     session: SessionDep,
     kind: Annotated[Literal["runs", "tests"], Query()] = "runs",
-    fmt: Annotated[Literal["csv", "json"], Query(alias="format")] = "csv",
+    fmt: Annotated[Literal["csv", "json", "junit"], Query(alias="format")] = "csv",
     # The form sends empty fields as "": no bound, any deployment, any region.
     date_from: Annotated[FormDay, Query()] = None,
     date_to: Annotated[FormDay, Query()] = None,
@@ -52,12 +52,13 @@ def export(
             else None
         )
         filters = history.ExportFilter(since, until, deployment_id, region.strip() or None)
-        found = history.export_rows(session, kind, filters)
+        found = history.export_rows(session, kind, filters, with_tests=fmt == "junit")
     except UserError as error:
         code = 404 if error.message.startswith("unknown") else 400
         return error_page(request, login, code, error.message, error.field)
-    headers = {"Content-Disposition": f'attachment; filename="modelcert-{kind}.{fmt}"'}
+    extension = history.EXTENSIONS[fmt]
+    headers = {"Content-Disposition": f'attachment; filename="modelcert-{kind}.{extension}"'}
     if found.truncated:
         headers["X-Modelcert-Truncated"] = "true"
-    media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
+    media = history.MEDIA_TYPES[fmt]
     return Response(history.render(found, filters, fmt), media_type=media, headers=headers)

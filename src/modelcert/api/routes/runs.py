@@ -19,12 +19,6 @@ from modelcert.validation import DeploymentRef, RegionName, RowId, Since
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
-MEDIA_TYPES = {
-    "csv": "text/csv; charset=utf-8",
-    "json": "application/json",
-    "junit": "application/xml",
-}
-EXTENSIONS = {"csv": "csv", "json": "json", "junit": "xml"}
 
 
 def window(since: str | None, until: str | None) -> tuple[Any, Any]:
@@ -80,11 +74,11 @@ def export(
         filters = history.ExportFilter(start, end, deployment_id, region)
         found = history.export_rows(session, kind, filters, limit=limit, with_tests=fmt == "junit")
     body = history.render(found, filters, fmt)
-    name = f"modelcert-{kind}.{EXTENSIONS[fmt]}"
+    name = f"modelcert-{kind}.{history.EXTENSIONS[fmt]}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     if found.truncated:
         headers["X-Modelcert-Truncated"] = "true"
-    return Response(body, media_type=MEDIA_TYPES[fmt], headers=headers)
+    return Response(body, media_type=history.MEDIA_TYPES[fmt], headers=headers)
 
 
 @router.get(
