@@ -20,7 +20,6 @@ from modelcert.validation import DeploymentRef, RegionName, RowId, Since
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
 
-
 def window(since: str | None, until: str | None) -> tuple[Any, Any]:
     """`since` and `until` (a window back from now, or a date) as datetimes."""
     from modelcert.errors import UserError
