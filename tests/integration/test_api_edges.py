@@ -242,3 +242,21 @@ def test_progress_streams_are_capped_per_key_and_end_after_their_lifetime(
     assert app.state.stream_slots.open_count("viewer") == 0
     with client.stream("GET", url, headers=bearer(key)) as again:
         assert again.status_code == 200
+
+
+def test_a_query_parameter_a_route_does_not_take_is_refused_naming_it(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    """As an unknown body field is: `?regoin=` silently ignored would answer for every
+    region. Routes' own parameters (and their dependencies') still pass."""
+    app = create_app(settings, session_factory=factory)
+    client = TestClient(app)
+    assert client.get("/api/health").status_code == 200
+    refused = client.get("/api/health", params={"verbose": "1"})
+    assert refused.status_code == 422 and refused.json()["field"] == "verbose"
+    headers = bearer(new_key(factory, "q", Role.viewer))
+    kept = client.get("/api/suites", params={"includeRemoved": "true"}, headers=headers)
+    assert kept.status_code == 200
+    typo = client.get("/api/cost", params={"regoin": "eu-west-1"}, headers=headers)
+    assert typo.status_code == 422 and typo.json()["field"] == "regoin"
+    assert "region" in typo.json()["detail"]

@@ -22,7 +22,8 @@ from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import utcnow
 from modelcert.store.notifications import Event
-from tests.integration.test_cli_operator import Result, cli, lab
+from tests.integration.test_cli_operator import cli, lab
+from tests.support.cli_inprocess import Result
 
 __all__ = ["cli", "lab"]  # fixtures, shared with the operator CLI's tests
 

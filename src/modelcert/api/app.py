@@ -6,7 +6,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert import __version__
@@ -75,17 +75,23 @@ def create_app(
     app.add_middleware(edges.ApiAuthMiddleware)
     install_error_handlers(app)
     app.add_middleware(edges.SecurityHeadersMiddleware)
-    app.include_router(system.router)
     app.include_router(api_docs.router)
-    app.include_router(certification.router)
     app.include_router(dashboard_router)
-    app.include_router(report_routes.router)
-    app.include_router(metrics_routes.router)
-    app.include_router(operator_routes.router)
-    app.include_router(notification_routes.router)
-    app.include_router(run_routes.router)
-    app.include_router(cost_routes.router)
-    app.include_router(suite_routes.router)
-    app.include_router(trend_routes.router)
     app.include_router(trend_routes.dashboard_router)
+    # The API's routes refuse query parameters they do not take (the dashboard's forms
+    # and the docs page are for browsers, which add their own).
+    strict = [Depends(edges.refuse_unknown_query)]
+    for api_router in (
+        system.router,
+        certification.router,
+        report_routes.router,
+        metrics_routes.router,
+        operator_routes.router,
+        notification_routes.router,
+        run_routes.router,
+        cost_routes.router,
+        suite_routes.router,
+        trend_routes.router,
+    ):
+        app.include_router(api_router, dependencies=strict)
     return app

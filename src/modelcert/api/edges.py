@@ -35,6 +35,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelcert.store.api_keys import authenticate
@@ -367,3 +368,33 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """A query parameter the route does not take is refused (422 naming it), as an unknown
+    body field is: `?regoin=eu-west-1` silently ignored would answer for every region."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.routing import APIRoute
+
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    taken: set[str] = set()
+    pending = [route.dependant]  # the route's own parameters and its dependencies'
+    while pending:
+        dependant = pending.pop()
+        taken.update(param.alias for param in dependant.query_params)
+        pending.extend(dependant.dependencies)
+    unknown = [name for name in request.query_params if name not in taken]
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", unknown[0][:100]),
+                    "msg": "unknown query parameter"
+                    + (f" (this route takes: {', '.join(sorted(taken))})" if taken else ""),
+                    "input": request.query_params[unknown[0]][:100],
+                }
+            ]
+        )
