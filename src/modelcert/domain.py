@@ -267,6 +267,11 @@ class Spending:
     daily_budget_usd: float | None = None
     day_spent_usd: float = 0.0
 
+    @property
+    def limited(self) -> bool:
+        """Whether any budget applies to the certification."""
+        return self.job_budget_usd is not None or self.daily_budget_usd is not None
+
 
 @dataclass(frozen=True)
 class CertifyOptions:

@@ -288,6 +288,15 @@ def test_a_budget_keeps_a_certification_from_starting_and_says_so(
     daily = settings.model_copy(update={"daily_budget_usd": done.cost_usd * 1.5})
     refused = certify(lab, daily)
     assert refused.refusal and "MODELCERT_DAILY_BUDGET_USD" in refused.refusal
+    # An estimate is a reservation against a budget: made (from the pair's history) only
+    # where one applies.
+    generous = settings.model_copy(update={"daily_budget_usd": 100.0})
+    reserved = certify(lab, generous)
+    with lab() as session:
+        unlimited = session.get(CertificationRun, done.run_id)
+        limited = session.get(CertificationRun, reserved.run_id)
+        assert unlimited is not None and unlimited.estimate_usd is None
+        assert limited is not None and limited.estimate_usd == pytest.approx(done.cost_usd)
 
 
 def test_the_durable_workflow_runs_the_jobs_suites_and_budget(

@@ -509,7 +509,13 @@ class CertificationEngine:
         plan = plan_from_inputs(self.settings, inputs, request.region)
         # Checked before any money is spent: what this pair's latest runs used per call
         # (or a typical battery call's tokens) times the calls planned, at today's price.
-        estimate = estimate_certification_cost(plan.price, plan.planned_calls, inputs.history)
+        # Only where a budget applies: it is a reservation against a limit, not a forecast
+        # to show (a pair never certified is estimated high on purpose).
+        estimate = (
+            estimate_certification_cost(plan.price, plan.planned_calls, inputs.history)
+            if inputs.spending.limited
+            else None
+        )
         refusal = budget_refusal(estimate, inputs.spending)
         try:
             simulated = self._provider(plan).simulated

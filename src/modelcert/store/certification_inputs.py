@@ -83,9 +83,7 @@ def load_certification_inputs(
         price=deployment_price(deployment),
         judges=judges,
         spending=spending,
-        history=tuple(recent_usage(session, deployment.id, region))
-        if spending.job_budget_usd is not None or daily_budget_usd is not None
-        else (),
+        history=tuple(recent_usage(session, deployment.id, region)) if spending.limited else (),
     )
 
 
