@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.certify.engine import CertificationEngine, CertificationRequest
-from modelcert.domain import Capabilities, CertificationStatus, JobKind, TestOutcome
+from modelcert.domain import Capabilities, CertificationStatus, JobKind, Price, TestOutcome
 from modelcert.jobs.enqueue import Enqueuer
 from modelcert.jobs.job_summary import job_summary
 from modelcert.settings import Settings
@@ -486,3 +486,72 @@ def test_reports_name_the_suites_a_verdict_proved_and_what_its_run_cost(
     assert entry["last_run_cost_usd"] == pytest.approx(outcome.cost_usd)
     assert "The latest runs of 1 pairs cost $" in formats.render_markdown(report)
     assert "suites builtin@" in formats.render_junit(report)
+
+
+def test_certifications_starting_at_once_never_share_the_room_of_one_budget(
+    lab: sessionmaker[Session], settings: Settings
+) -> None:
+    """Six certifications of one job prepare at the same time (each in its own thread, as
+    in a busy worker): the budget holds two estimates and a half, so exactly two start.
+    Without the budget lock taken where the run opens, each would see the same room."""
+    from modelcert.cost.estimate import estimate_certification_cost
+    from modelcert.store.models import Job
+
+    regions = ["r-1", "r-2", "r-3"]
+    with transaction(lab) as session:
+        repo.add_provider(session, slug="wide", kind="sim", regions=regions)
+        for name in ("one", "two"):
+            repo.add_deployment(
+                session,
+                provider_slug="wide",
+                provider_model_id=name,
+                options={"profile": "healthy-fast", "latency_ms": 5},
+                cost_input_per_mtok=INPUT_PRICE,
+                cost_output_per_mtok=OUTPUT_PRICE,
+            )
+        job = Job(kind=JobKind.MULTIPLE.value, total=6)
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    engine = CertificationEngine(RunStore(lab), settings)
+    price = Price(INPUT_PRICE, OUTPUT_PRICE)
+    estimate = estimate_certification_cost(price, engine_calls(lab, settings))
+    assert estimate is not None
+    budget = estimate * 2.5
+
+    async def go() -> list[Any]:
+        try:
+            return list(
+                await asyncio.gather(
+                    *(
+                        engine.certify(
+                            CertificationRequest(
+                                f"wide/{name}", region, job_id=job_id, budget_usd=budget
+                            )
+                        )
+                        for name in ("one", "two")
+                        for region in regions
+                    )
+                )
+            )
+        finally:
+            await engine.aclose()
+
+    outcomes = asyncio.run(go())
+    started = [o for o in outcomes if o.refusal is None]
+    refused = [o for o in outcomes if o.refusal is not None]
+    assert (len(started), len(refused)) == (2, 4), [o.refusal for o in outcomes]
+    assert all("the job's budget" in (o.refusal or "") for o in refused)
+    with transaction(lab) as session:
+        summary = job_summary(session, job_id)
+        assert summary["status"] == "COMPLETED" and summary["processed"] == 6
+        assert summary["costUsd"] <= budget
+
+
+def engine_calls(factory: sessionmaker[Session], settings: Settings) -> int:
+    """The calls the battery plans for a `wide` deployment (what the estimate counts)."""
+    from modelcert.certify.plan import plan_certification
+
+    with factory() as session:
+        spec = repo.deployment_spec(repo.find_deployment(session, "wide/one"))
+    return plan_certification(settings, spec, "r-1").planned_calls

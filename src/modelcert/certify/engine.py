@@ -47,12 +47,13 @@ from modelcert.certify.runner import (
 )
 from modelcert.certify.scoring import not_started_score, score_results
 from modelcert.certify.throttle import QuotaKey, ThrottleGates
-from modelcert.cost.budget import budget_refusal, total_cost
+from modelcert.cost.budget import total_cost
 from modelcert.cost.estimate import estimate_certification_cost
 from modelcert.domain import (
     CertificationInputs,
     CertificationStatus,
     Score,
+    Spending,
     TestResult,
 )
 from modelcert.errors import StoreUnavailable
@@ -82,7 +83,7 @@ class RunStore(Protocol):
         daily_budget_usd: float | None,
     ) -> CertificationInputs: ...
 
-    def begin_run(
+    def open_run(
         self,
         deployment_id: int,
         region: str,
@@ -93,7 +94,8 @@ class RunStore(Protocol):
         executor_id: str | None,
         suites: Sequence[str] = (),
         estimate_usd: float | None = None,
-    ) -> int: ...
+        budget: Spending | None = None,
+    ) -> tuple[int, str | None]: ...
 
     def record_test(self, run_id: int, position: int, result: TestResult) -> None: ...
 
@@ -516,14 +518,13 @@ class CertificationEngine:
             if inputs.spending.limited
             else None
         )
-        refusal = budget_refusal(estimate, inputs.spending)
         try:
             simulated = self._provider(plan).simulated
         except ProviderError:
             # The client cannot be built (a missing API key, a bad endpoint setting): the
             # run still opens, and its first test records the classified failure.
             simulated = plan.provider_kind == "sim"
-        run_id = self.store.begin_run(
+        run_id, refusal = self.store.open_run(
             spec.deployment_id,
             request.region,
             run_key=run_key,
@@ -531,7 +532,8 @@ class CertificationEngine:
             job_id=request.job_id,
             executor_id=self.executor_id,
             suites=plan.suites,
-            estimate_usd=None if refusal else estimate,
+            estimate_usd=estimate,
+            budget=inputs.spending,
         )
         return PreparedRun(run_id, request.job_id, plan, simulated, refusal, estimate)
 

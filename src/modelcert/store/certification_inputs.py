@@ -5,7 +5,6 @@ judge its `llm-judge` assertions, and what its job and the day have spent so far
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -22,7 +21,6 @@ from modelcert.errors import UserError
 from modelcert.store import repo
 from modelcert.store.cost_report import recent_usage
 from modelcert.store.models import Deployment, Job
-from modelcert.store.spending import spent_for_job, spent_since
 from modelcert.store.suite_selection import BUILTIN, SMOKE, choose_suites
 
 
@@ -47,7 +45,6 @@ def load_certification_inputs(
     smoke: bool = False,
     budget_usd: float | None = None,
     daily_budget_usd: float | None = None,
-    now: datetime | None = None,
 ) -> CertificationInputs:
     """Everything `certify.plan` and the budget check need. A job's own choice of suites,
     smoke mode and budget apply unless the call names its own."""
@@ -63,14 +60,9 @@ def load_certification_inputs(
     if smoke:  # the smoke subset instead of the whole battery, beside any suites named
         requested = [name for name in requested or () if name != BUILTIN] + [SMOKE]
     choice = choose_suites(session, spec, requested)
-    now = now or datetime.now(UTC)
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    spending = Spending(
-        job_budget_usd=budget_usd,
-        job_spent_usd=spent_for_job(session, job_id) if job_id is not None else 0.0,
-        daily_budget_usd=daily_budget_usd,
-        day_spent_usd=spent_since(session, midnight) if daily_budget_usd is not None else 0.0,
-    )
+    # The limits only: what was spent is read when the run opens, under the budget lock
+    # (`store.spending.spending_now`).
+    spending = Spending(job_budget_usd=budget_usd, daily_budget_usd=daily_budget_usd)
     judges = {
         judge_ref: _judge_target(session, judge_ref, region)
         for judge_ref in sorted(judge_refs(definition for _, definition in choice.suites))

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelcert.cost.budget import total_cost
+from modelcert.cost.budget import budget_refusal, total_cost
 from modelcert.domain import (
     CERTIFICATION_VALIDITY,
     CertificationInputs,
@@ -33,6 +33,7 @@ from modelcert.domain import (
     JobStatus,
     Score,
     Severity,
+    Spending,
     TestOutcome,
     TestResult,
 )
@@ -49,6 +50,7 @@ from modelcert.store.models import (
     utcnow,
 )
 from modelcert.store.outage import wait_out_outage
+from modelcert.store.spending import spending_now
 
 T = TypeVar("T")
 
@@ -142,17 +144,52 @@ class RunStore:
         job_id: str | None,
         executor_id: str | None,
         suites: Sequence[str] = (),
-        estimate_usd: float | None = None,
     ) -> int:
         """Mark the certification RUNNING, open its run (and start its job); the run id.
         Again with the same `run_key`: the run it opened (no second run)."""
+        run_id, _ = self.open_run(
+            deployment_id,
+            region,
+            run_key=run_key,
+            simulated=simulated,
+            job_id=job_id,
+            executor_id=executor_id,
+            suites=suites,
+        )
+        return run_id
+
+    def open_run(
+        self,
+        deployment_id: int,
+        region: str,
+        *,
+        run_key: str,
+        simulated: bool,
+        job_id: str | None,
+        executor_id: str | None,
+        suites: Sequence[str] = (),
+        estimate_usd: float | None = None,
+        budget: Spending | None = None,
+    ) -> tuple[int, str | None]:
+        """`begin_run`, checking `budget` (its limits) in the same transaction, under the
+        budget lock: (the run id, why a budget keeps it from starting or None). A run a
+        budget refuses is opened all the same, with no estimate reserved (the engine
+        closes it SKIPPED, saying why)."""
         return self.retrying(
-            lambda: self._begin_run(
-                deployment_id, region, run_key, simulated, job_id, executor_id, suites, estimate_usd
+            lambda: self._open_run(
+                deployment_id,
+                region,
+                run_key,
+                simulated,
+                job_id,
+                executor_id,
+                suites,
+                estimate_usd,
+                budget,
             )
         )
 
-    def _begin_run(
+    def _open_run(
         self,
         deployment_id: int,
         region: str,
@@ -162,8 +199,17 @@ class RunStore:
         executor_id: str | None,
         suites: Sequence[str],
         estimate_usd: float | None,
-    ) -> int:
+        budget: Spending | None,
+    ) -> tuple[int, str | None]:
         with transaction(self.factory) as session:
+            refusal = None
+            if budget is not None and budget.limited and estimate_usd is not None:
+                # A repeat of this step finds its own run: its reservation is not counted.
+                earlier = session.scalar(
+                    select(CertificationRun.id).where(CertificationRun.run_key == run_key)
+                )
+                spent = spending_now(session, budget, job_id=job_id, now=utcnow(), besides=earlier)
+                refusal = budget_refusal(estimate_usd, spent)
             run = begin_run(
                 session,
                 deployment_id,
@@ -173,7 +219,7 @@ class RunStore:
                 job_id=job_id,
                 executor_id=executor_id,
                 suites=suites,
-                estimate_usd=estimate_usd,
+                estimate_usd=None if refusal else estimate_usd,
             )
             if job_id is not None:
                 session.execute(
@@ -181,7 +227,7 @@ class RunStore:
                     .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
                     .values(status=JobStatus.RUNNING.value, started_at=utcnow())
                 )
-            return run.id
+            return run.id, refusal
 
     def record_test(self, run_id: int, position: int, result: TestResult) -> None:
         def record() -> None:
