@@ -242,11 +242,11 @@ def test_writes_wait_out_an_unreachable_database(tmp_path: Path) -> None:
     back = threading.Timer(0.5, lambda: away.rename(here))
     back.start()
     started = time.monotonic()
-    run_id = store.begin_run(
+    run_id, _ = store.open_run(
         deployment_id, REGION, run_key="wf", simulated=True, job_id=None, executor_id=None
     )
     assert time.monotonic() - started >= 0.4
-    assert run_id == store.begin_run(
+    assert (run_id, None) == store.open_run(
         deployment_id, REGION, run_key="wf", simulated=True, job_id=None, executor_id=None
     )
     waiting.dispose()

@@ -134,30 +134,6 @@ class RunStore:
 
         return self.retrying(load)
 
-    def begin_run(
-        self,
-        deployment_id: int,
-        region: str,
-        *,
-        run_key: str,
-        simulated: bool,
-        job_id: str | None,
-        executor_id: str | None,
-        suites: Sequence[str] = (),
-    ) -> int:
-        """Mark the certification RUNNING, open its run (and start its job); the run id.
-        Again with the same `run_key`: the run it opened (no second run)."""
-        run_id, _ = self.open_run(
-            deployment_id,
-            region,
-            run_key=run_key,
-            simulated=simulated,
-            job_id=job_id,
-            executor_id=executor_id,
-            suites=suites,
-        )
-        return run_id
-
     def open_run(
         self,
         deployment_id: int,
@@ -171,10 +147,11 @@ class RunStore:
         estimate_usd: float | None = None,
         budget: Spending | None = None,
     ) -> tuple[int, str | None]:
-        """`begin_run`, checking `budget` (its limits) in the same transaction, under the
-        budget lock: (the run id, why a budget keeps it from starting or None). A run a
-        budget refuses is opened all the same, with no estimate reserved (the engine
-        closes it SKIPPED, saying why)."""
+        """Mark the certification RUNNING, open its run (and start its job), checking
+        `budget` (its limits) in the same transaction, under the budget lock: (the run id,
+        why a budget keeps it from starting or None). Again with the same `run_key`: the
+        run it opened (no second run). A run a budget refuses is opened all the same, with
+        no estimate reserved (the engine closes it SKIPPED, saying why)."""
         return self.retrying(
             lambda: self._open_run(
                 deployment_id,
