@@ -15,6 +15,7 @@ must be done:
 from __future__ import annotations
 
 import getpass
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -403,3 +404,28 @@ def test_arbitrary_values_are_never_a_traceback(cli: Any) -> None:
             assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
 
     check()
+
+
+def test_enqueue_wait_and_jobs_show_say_why_a_certification_did_not_start(
+    cli: Any, lab: sessionmaker[Session], start_worker: StartWorker
+) -> None:
+    """A budget that one certification would exceed: it is not started, and the CLI says
+    so with the reason, not only a count of failures."""
+    with transaction(lab) as session:
+        quick = repo.find_deployment(session, "lab/quick")
+        quick.cost_input_per_mtok, quick.cost_output_per_mtok = 3.0, 15.0
+    start_worker(regions=[REGION], executor_id="w-budget")
+    poor = cli(
+        "enqueue", "--deployment", "lab/quick", "--region", REGION, "--wait",
+        "--budget-usd", "0.0000001",
+    )  # fmt: skip
+    assert poor.code == 1, poor.stderr
+    assert "lab/quick us-east-1: SKIPPED — not started: the job's budget" in poor.stderr
+    with transaction(lab) as session:
+        job_id = session.scalars(select(Job.id)).one()
+    shown = cli("jobs", "show", job_id[:8])
+    assert "SKIPPED" in shown.stdout and "not started: the job's budget" in shown.stdout
+
+    paid = cli("enqueue", "--deployment", "lab/quick", "--region", REGION, "--wait")
+    assert paid.code == 0, paid.stderr
+    assert re.search(r"COMPLETED: 1 certified, 0 not .*, cost \$0\.\d{6}", paid.stderr)

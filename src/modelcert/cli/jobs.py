@@ -271,7 +271,10 @@ def wait_for_job(
                 f"job {job_id} {summary['status']}: {certified} certified, "
                 f"{len(summary['certifications']) - certified} not "
                 f"({summary['succeeded']} succeeded, {summary['failed']} failed)"
+                + _cost_note(summary)
             )
+            for line in _why_not(summary):
+                progress_console.print(line)
             return summary
         if timeout_s is not None and now - started >= timeout_s:
             progress_console.print(
@@ -281,6 +284,31 @@ def wait_for_job(
             )
             return summary
         sleep(WAIT_POLL_S)
+
+
+def _cost_note(summary: dict[str, Any]) -> str:
+    cost = summary.get("costUsd")
+    return f", cost ${cost:.6f}" if cost is not None else ""
+
+
+def _why_not(summary: dict[str, Any]) -> list[str]:
+    """A line for each certification of the job that is not valid, saying why (its
+    decisive error, or that a budget kept it from starting)."""
+    return [
+        f"  {row.get('deployment')} {row['region']}: {row.get('status')}{_reason(row)}"
+        for row in summary["certifications"]
+        if row.get("status") not in _VALID
+    ]
+
+
+def _reason(row: dict[str, Any]) -> str:
+    """`: <why>` for a certification that is not valid (its decisive error's message, or
+    why it did not start), shortened; nothing for a valid one."""
+    from rich.markup import escape
+
+    if row.get("status") in _VALID or not row.get("errorMessage"):
+        return ""
+    return f" — {escape(str(row['errorMessage'])[:200])}"
 
 
 def _served_by_live_workers(session: Session, dead_after_s: float) -> set[str]:
@@ -395,11 +423,12 @@ def jobs_show(
         f"job {summary['jobId']} {summary['kind']} {summary['status']} "
         f"priority {summary['priority']}: {summary['processed']}/{summary['total']} "
         f"processed, {summary['succeeded']} succeeded, {summary['failed']} failed"
+        + _cost_note(summary)
     )
     for row in summary["certifications"]:
         console.print(
             f"  {row.get('deployment')} {row['region']}: {row['status']} "
-            f"{row.get('rating') or ''} {row.get('errorCategory') or ''}"
+            f"{row.get('rating') or ''} {row.get('errorCategory') or ''}{_reason(row)}"
         )
 
 
