@@ -221,6 +221,16 @@ def test_an_execution_that_lost_its_workflow_stops_at_its_next_test(
     assert job.job_id
 
 
+# What a certification with no suites, smoke mode or budget reads (`RunStore.load_inputs`).
+NO_OPTIONS: dict[str, Any] = {
+    "job_id": None,
+    "suites": None,
+    "smoke": False,
+    "budget_usd": None,
+    "daily_budget_usd": None,
+}
+
+
 def test_writes_wait_out_an_unreachable_database(tmp_path: Path) -> None:
     """A SQLite file whose directory is away for half a second (a database that does not
     answer): the write waits and lands when it is back; with a bounded patience it gives
@@ -255,12 +265,12 @@ def test_writes_wait_out_an_unreachable_database(tmp_path: Path) -> None:
     impatient = RunStore(make_session_factory(make_engine(url)), patience_s=0.3)
     started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="database unavailable"):
-        impatient.load_deployment("lab/m", REGION)
+        impatient.load_inputs("lab/m", REGION, **NO_OPTIONS)
     assert time.monotonic() - started < 3
     closed = RunStore(make_session_factory(make_engine(url)))
     closed.close()  # a stopping worker: no more waiting
     with pytest.raises(StoreUnavailable):
-        closed.load_deployment("lab/m", REGION)
+        closed.load_inputs("lab/m", REGION, **NO_OPTIONS)
 
 
 def test_the_reaper_trusts_only_a_silence_it_watched_without_interruption(

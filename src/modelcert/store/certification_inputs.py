@@ -9,30 +9,18 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from modelcert.cost.prices import price_for
 from modelcert.domain import (
     GLOBAL_REGION,
     CertificationInputs,
     JudgeTarget,
-    Price,
     Spending,
 )
 from modelcert.errors import UserError
 from modelcert.store import repo
 from modelcert.store.cost_report import recent_usage
-from modelcert.store.models import Deployment, Job
+from modelcert.store.deployment_prices import deployment_price
+from modelcert.store.models import Job
 from modelcert.store.suite_selection import BUILTIN, SMOKE, choose_suites
-
-
-def deployment_price(deployment: Deployment) -> Price | None:
-    """The price of a deployment's calls: its own, else the seed table's, else None."""
-    return price_for(
-        deployment.provider.kind,
-        deployment.provider_model_id,
-        input_per_mtok=deployment.cost_input_per_mtok,
-        output_per_mtok=deployment.cost_output_per_mtok,
-        per_request=deployment.cost_per_request,
-    )
 
 
 def load_certification_inputs(
@@ -72,7 +60,7 @@ def load_certification_inputs(
         builtin=choice.builtin,
         suites=choice.suites,
         suite_refs=tuple(choice.refs),
-        price=deployment_price(deployment),
+        price=deployment_price(deployment).price,
         judges=judges,
         spending=spending,
         history=tuple(recent_usage(session, deployment.id, region)) if spending.limited else (),
@@ -108,4 +96,6 @@ def _judge_target(session: Session, judge_ref: str, region: str) -> JudgeTarget:
     regions = list(deployment.provider.regions)
     if not judge_region:
         judge_region = region if region in regions else (regions[0] if regions else GLOBAL_REGION)
-    return JudgeTarget(repo.deployment_spec(deployment), judge_region, deployment_price(deployment))
+    return JudgeTarget(
+        repo.deployment_spec(deployment), judge_region, deployment_price(deployment).price
+    )

@@ -28,7 +28,6 @@ from modelcert.domain import (
     CERTIFICATION_VALIDITY,
     CertificationInputs,
     CertificationStatus,
-    DeploymentSpec,
     ErrorCategory,
     JobStatus,
     Score,
@@ -94,17 +93,6 @@ class RunStore:
         return wait_out_outage(
             work, stop=self._closed, patience_s=self.patience_s, sleep=self._sleep
         )
-
-    def load_deployment(self, ref: str | int, region: str) -> DeploymentSpec:
-        """The deployment to certify; `UserError` when unknown or not served in `region`."""
-
-        def load() -> DeploymentSpec:
-            with transaction(self.factory) as session:
-                deployment = repo.find_deployment(session, ref)
-                repo.check_region(deployment.provider, region)
-                return repo.deployment_spec(deployment)
-
-        return self.retrying(load)
 
     def load_inputs(
         self,
