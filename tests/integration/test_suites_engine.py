@@ -555,3 +555,25 @@ def engine_calls(factory: sessionmaker[Session], settings: Settings) -> int:
     with factory() as session:
         spec = repo.deployment_spec(repo.find_deployment(session, "wide/one"))
     return plan_certification(settings, spec, "r-1").planned_calls
+
+
+def test_a_suite_test_needing_an_undeclared_capability_is_skipped_as_the_batterys_are(
+    lab: sessionmaker[Session], settings: Settings
+) -> None:
+    load(lab, EVERY_ASSERTION)
+    engine = CertificationEngine(RunStore(lab), settings)
+
+    async def go() -> Any:
+        try:  # `lab/grader` declares neither tools nor JSON output
+            return await engine.certify(
+                CertificationRequest("lab/grader", REGION, suites=("every-assertion",))
+            )
+        finally:
+            await engine.aclose()
+
+    outcome = asyncio.run(go())
+    skipped = {r.test_id: r.detail for r in outcome.results if r.outcome is TestOutcome.SKIPPED}
+    assert skipped == {
+        "every-assertion/person": "capability not declared: json_output",
+        "every-assertion/weather-tool": "capability not declared: tools",
+    }

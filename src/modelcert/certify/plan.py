@@ -121,20 +121,19 @@ def quota_key(spec: DeploymentSpec, region: str) -> QuotaKey:
 
 
 def planned_suite_tests(
-    suites: tuple[tuple[str, dict[str, Any]], ...], caps: Capabilities
+    suites: tuple[tuple[str, dict[str, Any]], ...], vendor: str, caps: Capabilities
 ) -> tuple[list[tuple[str, str | None]], dict[str, tuple[str, dict[str, Any]]]]:
-    """The loaded suites' tests in order, each with the reason it is skipped (a capability
-    it requires is not declared), and their definitions by test id."""
-    tests: list[tuple[str, str | None]] = []
+    """The loaded suites' tests in order, each with the reason it is skipped, decided as
+    the battery's are (`plan_battery`: a capability it requires is not declared), and
+    their definitions by test id."""
     custom: dict[str, tuple[str, dict[str, Any]]] = {}
+    built = []
     for suite_ref, definition in suites:
-        name = suite_ref.partition("@")[0]
         for test in definition.get("tests", ()):
-            test_id = f"{name}/{test['id']}"
-            missing = [cap for cap in test.get("requires", ()) if not getattr(caps, cap, False)]
-            reason = f"capability not declared: {', '.join(missing)}" if missing else None
-            tests.append((test_id, reason))
-            custom[test_id] = (suite_ref, test)
+            battery_test = suite_test(suite_ref, test)
+            custom[battery_test.id] = (suite_ref, test)
+            built.append(battery_test)
+    tests = [(p.test.id, p.skip_reason) for p in plan_battery(vendor, caps, built)]
     return tests, custom
 
 
@@ -189,7 +188,7 @@ def plan_certification(
     tests = [
         (p.test.id, p.skip_reason) for p in plan_battery(spec.vendor, spec.capabilities, battery)
     ]
-    custom_tests, custom = planned_suite_tests(suites, spec.capabilities)
+    custom_tests, custom = planned_suite_tests(suites, spec.vendor, spec.capabilities)
     return CertificationPlan(
         deployment_id=spec.deployment_id,
         deployment_label=spec.label,
