@@ -46,7 +46,7 @@ from modelcert.certify.runner import (
     skipped,
 )
 from modelcert.certify.scoring import not_started_score, score_results
-from modelcert.certify.throttle import QuotaKey, ThrottleGates
+from modelcert.certify.throttle import ThrottleGates
 from modelcert.cost.budget import total_cost
 from modelcert.cost.estimate import estimate_certification_cost
 from modelcert.domain import (
@@ -601,9 +601,7 @@ class CertificationEngine:
                 ),
                 target=judge.target,
                 price=judge.price,
-                gate=self.gates.get(
-                    QuotaKey(judge.provider_slug, judge.target.region, judge.target.model_id)
-                ),
+                gate=self.gates.get(judge.quota),
             )
             for ref, judge in plan.judges.items()
         }

@@ -51,6 +51,7 @@ class JudgePlan:
     provider_config: dict[str, Any]
     target: Target
     price: Price | None
+    quota: QuotaKey  # what its calls draw on, by its own options (as any deployment's)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,16 @@ def planned_suite_tests(
     return tests, custom
 
 
+def target_of(spec: DeploymentSpec, region: str) -> Target:
+    """A deployment in a region, as its provider addresses it."""
+    return Target(
+        model_id=spec.model_id,
+        region=region,
+        inference_type=spec.inference_type,
+        options=dict(spec.options),
+    )
+
+
 def judge_plan(judge: JudgeTarget) -> JudgePlan:
     spec = judge.spec
     return JudgePlan(
@@ -144,13 +155,9 @@ def judge_plan(judge: JudgeTarget) -> JudgePlan:
         provider_slug=spec.provider_slug,
         provider_kind=spec.provider_kind,
         provider_config=dict(spec.provider_config),
-        target=Target(
-            model_id=spec.model_id,
-            region=judge.region,
-            inference_type=spec.inference_type,
-            options=dict(spec.options),
-        ),
+        target=target_of(spec, judge.region),
         price=judge.price,
+        quota=quota_key(spec, judge.region),
     )
 
 
@@ -195,12 +202,7 @@ def plan_certification(
         provider_slug=spec.provider_slug,
         provider_kind=spec.provider_kind,
         provider_config=dict(spec.provider_config),
-        target=Target(
-            model_id=spec.model_id,
-            region=region,
-            inference_type=spec.inference_type,
-            options=dict(spec.options),
-        ),
+        target=target_of(spec, region),
         streaming=spec.capabilities.streaming,
         tests=tuple(tests + custom_tests),
         policy=retry_policy(settings, spec),
