@@ -1,6 +1,7 @@
 """What a certification is planned from, read in one transaction: the deployment, the
 suites it runs (`store.suite_selection`), the price of its calls, the deployments that
-judge its `llm-judge` assertions, and what its job and the day have spent so far."""
+judge its `llm-judge` assertions, and the budgets that apply (what was spent is read
+when the run opens, under the budget lock: `store.spending.spending_now`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from modelcert.store.cost_report import recent_usage
 from modelcert.store.deployment_prices import deployment_price
 from modelcert.store.models import Job
 from modelcert.store.suite_selection import BUILTIN, SMOKE, choose_suites
+from modelcert.suites.definition import every_assertion
 
 
 def load_certification_inputs(
@@ -48,8 +50,6 @@ def load_certification_inputs(
     if smoke:  # the smoke subset instead of the whole battery, beside any suites named
         requested = [name for name in requested or () if name != BUILTIN] + [SMOKE]
     choice = choose_suites(session, spec, requested)
-    # The limits only: what was spent is read when the run opens, under the budget lock
-    # (`store.spending.spending_now`).
     spending = Spending(job_budget_usd=budget_usd, daily_budget_usd=daily_budget_usd)
     judges = {
         judge_ref: _judge_target(session, judge_ref, region)
@@ -69,18 +69,12 @@ def load_certification_inputs(
 
 def judge_refs(definitions: Iterable[dict[str, Any]]) -> set[str]:
     """The `judge` of every llm-judge assertion in these suites (nested ones included)."""
-    found: set[str] = set()
-
-    def walk(assertions: Iterable[dict[str, Any]]) -> None:
-        for assertion in assertions:
-            if assertion.get("type") == "llm-judge" and assertion.get("judge"):
-                found.add(str(assertion["judge"]))
-            walk(assertion.get("assert") or ())
-
-    for definition in definitions:
-        for test in definition.get("tests", ()):
-            walk(test.get("assert") or ())
-    return found
+    return {
+        str(assertion["judge"])
+        for definition in definitions
+        for assertion in every_assertion(definition)
+        if assertion.get("type") == "llm-judge" and assertion.get("judge")
+    }
 
 
 def _judge_target(session: Session, judge_ref: str, region: str) -> JudgeTarget:

@@ -161,6 +161,14 @@ def _message_issues(messages: Any, path: Path) -> list[Issue]:
     return issues
 
 
+def every_assertion(definition: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every assertion of every test of a suite, those inside any-of / all-of included."""
+    for index, test in enumerate(definition.get("tests") or ()):
+        if isinstance(test, dict):
+            for assertion, _ in _assertions(test.get("assert"), ("tests", index, "assert")):
+                yield assertion
+
+
 def _assertions(items: Any, path: Path) -> Iterator[tuple[dict[str, Any], Path]]:
     """Every assertion in a list, the ones inside any-of / all-of included."""
     for index, item in enumerate(items if isinstance(items, list) else []):
