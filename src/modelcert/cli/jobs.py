@@ -287,8 +287,10 @@ def wait_for_job(
 
 
 def _cost_note(summary: dict[str, Any]) -> str:
+    from modelcert.cli.render import usd
+
     cost = summary.get("costUsd")
-    return f", cost ${cost:.6f}" if cost is not None else ""
+    return f", cost {usd(cost)}" if cost is not None else ""
 
 
 def _why_not(summary: dict[str, Any]) -> list[str]:
