@@ -5,7 +5,6 @@ set on the stored runs (time injected, not waited for)."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -19,14 +18,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelcert.api.app import create_app
-from modelcert.cli import run_command
-from modelcert.obs.logging import configure_logging
 from modelcert.reports import runs as history
-from modelcert.settings import Settings, get_settings
+from modelcert.settings import Settings
 from modelcert.store import api_keys, repo
 from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import CertificationRun, TestResultRow
+from tests.support.cli_inprocess import invoke
 from tests.support.inprocess import certify_here
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
@@ -238,15 +236,8 @@ def test_a_timing_differs_beyond_jitter_only(
 
 def _cli(database_url: str, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
     monkeypatch.setenv("MODELCERT_DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = run_command(args)
-    finally:
-        get_settings.cache_clear()
-        configure_logging(json_lines=False, level="INFO")
-    return code, out.getvalue(), err.getvalue()
+    result = invoke(*args)
+    return result.code, result.stdout, result.stderr
 
 
 def test_runs_export_and_diff_from_the_cli(

@@ -10,7 +10,6 @@ as `modelcert suite load` stores it: each test sets up exactly the history it re
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -29,18 +28,18 @@ from modelcert.certify.plan import CertificationPlan
 from modelcert.certify.runner import RetryPolicy
 from modelcert.certify.scoring import score_results
 from modelcert.certify.throttle import QuotaKey
-from modelcert.cli import render, run_command
+from modelcert.cli import render
 from modelcert.domain import ErrorCategory, Price, TestOutcome, TestResult
-from modelcert.obs.logging import configure_logging
 from modelcert.providers.base import Target
 from modelcert.reports import runs as history
 from modelcert.reports.run_junit import render_runs_junit
-from modelcert.settings import Settings, get_settings
+from modelcert.settings import Settings
 from modelcert.store import repo
 from modelcert.store.api_keys import Role
 from modelcert.store.db import transaction
 from modelcert.store.models import Suite
 from modelcert.store.runs import begin_run, finish_run, record_test
+from tests.support.cli_inprocess import invoke
 from tests.support.keys import bearer, new_key
 
 D = "/dashboard"
@@ -540,15 +539,8 @@ def test_junit_text_is_xml_safe_and_names_assertions_without_a_definition() -> N
 
 def _cli(database_url: str, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
     monkeypatch.setenv("MODELCERT_DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = run_command(args)
-    finally:
-        get_settings.cache_clear()
-        configure_logging(json_lines=False, level="INFO")
-    return code, out.getvalue(), err.getvalue()
+    result = invoke(*args)
+    return result.code, result.stdout, result.stderr
 
 
 def test_runs_export_as_junit_from_the_cli(
